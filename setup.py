@@ -1,0 +1,35 @@
+"""ttc_jax: scaling LLM test-time compute (Snell et al. 2024) in JAX."""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="ttc_jax",
+    version="0.1.0",
+    description="Compute-optimal test-time compute (PRM search, revisions) in JAX/Flax.",
+    python_requires=">=3.11",
+    packages=find_packages(include=["ttc_jax", "ttc_jax.*"]),
+    install_requires=[
+        "jax>=0.7",
+        "flax>=0.12",
+        "optax>=0.2.5",
+        "orbax-checkpoint>=0.11",
+        "tensorflow>=2.18",
+        "tensorflow-datasets>=4.9.8",
+        "seqio>=0.0.20",
+        "numpy>=2.0",
+        "ml_collections>=1.0",
+        "absl-py>=2.1",
+        "tqdm>=4.66",
+        "matplotlib>=3.8",
+        "tensorboardX>=2.6",
+        "safetensors>=0.4",
+    ],
+    extras_require={
+        "test": [
+            "pytest>=8",
+            "torch==2.13.0",
+            "transformers>=4.45",
+        ],
+    },
+    entry_points={"console_scripts": ["ttc-jax=ttc_jax.main:run"]},
+)

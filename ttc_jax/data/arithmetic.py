@@ -1,0 +1,173 @@
+"""Step-wise chain arithmetic: the embedded task that stands in for MATH.
+
+A problem is a chain of terms evaluated left to right::
+
+    Q:47-12+85        <- prompt (question line)
+    47-12=35          <- step 1
+    35+85=120         <- step 2
+    A:120             <- final answer step, followed by EOS
+
+One step per line, so the sampler can stop at step boundaries and a PRM can
+score every step (paper §5.1). The difficulty knob is the number of terms and
+the digits per operand; `answer_correct` is the exact outcome checker used for
+ORM labels and accuracy, `step_correct` the exact per-step checker used *only*
+to measure PRM label quality, never inside search.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from typing import Iterator, Sequence
+
+import numpy as np
+
+from ttc_jax.data.tokenizer import STEP_DELIMITER
+
+SPLITS = ("train", "validation", "test")
+_STEP_RE = re.compile(r"^(-?\d+)([+\-*])(\d+)=(-?\d+)$")
+_ANSWER_RE = re.compile(r"^A:(-?\d+)$")
+
+
+@dataclasses.dataclass(frozen=True)
+class Difficulty:
+  """The difficulty knob: terms in the chain, digits per operand, operators."""
+
+  num_terms: int
+  digits: int
+  ops: str = "+-"
+
+  def __post_init__(self):
+    if self.num_terms < 2:
+      raise ValueError(f"num_terms must be >= 2, got {self.num_terms}")
+    if self.digits < 1:
+      raise ValueError(f"digits must be >= 1, got {self.digits}")
+    if not self.ops or set(self.ops) - set("+-*"):
+      raise ValueError(f"ops must be a non-empty subset of '+-*', got {self.ops!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class Problem:
+  question: str          # e.g. "47-12+85"
+  terms: tuple[int, ...]
+  ops: tuple[str, ...]
+  answer: int
+  level: int
+
+  @property
+  def prompt(self) -> str:
+    return f"Q:{self.question}{STEP_DELIMITER}"
+
+  @property
+  def steps(self) -> list[str]:
+    """Reference solution steps; the last one is the answer line."""
+    out, acc = [], self.terms[0]
+    for op, t in zip(self.ops, self.terms[1:]):
+      new = _apply(acc, op, t)
+      out.append(f"{acc}{op}{t}={new}")
+      acc = new
+    out.append(f"A:{acc}")
+    return out
+
+  @property
+  def solution(self) -> str:
+    """Reference solution text (steps joined by the delimiter, no EOS)."""
+    return STEP_DELIMITER.join(self.steps)
+
+
+def _apply(a: int, op: str, b: int) -> int:
+  return a + b if op == "+" else a - b if op == "-" else a * b
+
+
+def make_problem(rng: np.random.Generator, difficulty: Difficulty, level: int = 0) -> Problem:
+  lo = 0 if difficulty.digits == 1 else 10 ** (difficulty.digits - 1)
+  terms = tuple(int(x) for x in rng.integers(lo, 10 ** difficulty.digits, difficulty.num_terms))
+  ops = tuple(str(o) for o in rng.choice(list(difficulty.ops), difficulty.num_terms - 1))
+  acc = terms[0]
+  for op, t in zip(ops, terms[1:]):
+    acc = _apply(acc, op, t)
+  question = str(terms[0]) + "".join(o + str(t) for o, t in zip(ops, terms[1:]))
+  return Problem(question, terms, ops, acc, level)
+
+
+def generate(levels: Sequence[Difficulty], split: str, num_per_level: int,
+             seed: int = 0) -> list[Problem]:
+  """Deterministic problems: the same (seed, split, level, index) -> same problem.
+
+  Levels are 1-based in the returned problems. Splits draw from disjoint seed
+  streams; test questions that also occur in train are resampled away, so
+  evaluation never sees a training question.
+  """
+  if split not in SPLITS:
+    raise ValueError(f"Unknown split {split!r}; choose one of {SPLITS}.")
+  out = []
+  for li, diff in enumerate(levels, start=1):
+    out.extend(_level_stream(diff, li, split, seed, num_per_level))
+  return out
+
+
+def _level_stream(diff: Difficulty, level: int, split: str, seed: int, n: int) -> list[Problem]:
+  rng = np.random.default_rng([seed, SPLITS.index(split), level])
+  out = []
+  while len(out) < n:
+    p = make_problem(rng, diff, level)
+    if split != "train" and _in_train(p, seed):
+      continue
+    out.append(p)
+  return out
+
+
+def _in_train(p: Problem, seed: int) -> bool:
+  # Cheap, deterministic disjointness: a question belongs to train iff its hash
+  # (salted by the seed) is even; train keeps those, eval keeps the others.
+  return _parity(p.question, seed) == 0
+
+
+def _parity(question: str, seed: int) -> int:
+  h = seed * 1_000_003
+  for c in question:
+    h = (h * 131 + ord(c)) % 2_147_483_647
+  return h & 1
+
+
+def iter_train(levels: Sequence[Difficulty], seed: int = 0) -> Iterator[Problem]:
+  """Endless stream of training problems, levels interleaved, train-half only."""
+  rng = np.random.default_rng([seed, 0, 999])
+  while True:
+    li = int(rng.integers(len(levels)))
+    p = make_problem(rng, levels[li], li + 1)
+    if _in_train(p, seed):
+      yield p
+
+
+def extract_answer(text: str) -> int | None:
+  """The integer on the last `A:` line of a generated solution, or None."""
+  for line in reversed(text.strip().split(STEP_DELIMITER)):
+    m = _ANSWER_RE.match(line.strip())
+    if m:
+      return int(m.group(1))
+  return None
+
+
+def answer_correct(problem: Problem, text: str) -> bool:
+  """Exact outcome checker (ORM labels, accuracy)."""
+  return extract_answer(text) == problem.answer
+
+
+def split_steps(text: str) -> list[str]:
+  return [s for s in text.split(STEP_DELIMITER) if s]
+
+
+def step_correct(problem: Problem, text: str) -> list[bool]:
+  """Exact per-step checker: is each step the right next step of the chain?
+
+  Step i is correct iff every step up to and including i is correct: once the
+  chain goes wrong, later steps cannot recover the reference path. Only for
+  measuring PRM label quality (issue: label AUROC), never used by search.
+  """
+  ref = problem.steps
+  out, ok = [], True
+  for i, step in enumerate(split_steps(text)):
+    ok = ok and i < len(ref) and step.strip() == ref[i]
+    out.append(ok)
+  return out
