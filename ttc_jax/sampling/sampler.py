@@ -27,6 +27,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import struct
+from jax.sharding import Mesh
+
+from ttc_jax.parallel import mesh as mesh_lib
 
 STOP_MODES = ("step", "eos", "none")
 DEFAULT_BUCKETS = (16, 32, 64, 128, 256, 512, 1024, 2048)
@@ -223,21 +226,27 @@ class Sampler:
   def sample(self, params, prompts: Sequence[Sequence[int]], rng: jax.Array, *,
              num_samples: int = 1, max_len: int | None = None, max_new_tokens: int | None = None,
              stop: str = "eos", temperature: float = 1.0, top_k: int = 0,
-             top_p: float = 1.0) -> tuple[DecodeState, Samples]:
+             top_p: float = 1.0, mesh: Mesh | None = None) -> tuple[DecodeState, Samples]:
     """Samples `num_samples` continuations of each prompt.
 
     Each prompt is prefilled once and its cache broadcast to its samples; rows
     come out prompt-major (`row = prompt * num_samples + sample`), with the
-    dummy rows of batch padding removed.
+    dummy rows of batch padding removed. With a `mesh`, prompts (and so their
+    samples) are sharded over its `data` axis; `params` should already be
+    placed with `parallel.mesh.shard_params`.
     """
     if stop not in STOP_MODES:
       raise ValueError(f"stop={stop!r}; choose one of {STOP_MODES}.")
     if num_samples < 1:
       raise ValueError(f"num_samples must be >= 1, got {num_samples}.")
     max_len = max_len or self.context_len
-    toks, lens = self.pad_prompts(prompts, max_len)
+    toks, lens = self.pad_prompts(prompts, max_len,
+                                  batch_multiple=mesh.shape["data"] if mesh else 1)
+    toks, lens = jnp.asarray(toks), jnp.asarray(lens)
+    if mesh is not None:
+      toks, lens = mesh_lib.shard_batch((toks, lens), mesh)
     max_new_tokens = max_new_tokens or max_len - 1
-    state = self.prefill(params, jnp.asarray(toks), jnp.asarray(lens), max_len)
+    state = self.prefill(params, toks, lens, max_len)
     state = state.gather(jnp.repeat(jnp.arange(toks.shape[0]), num_samples))
     state, samples = self.decode(params, state, rng, max_new_tokens=max_new_tokens,
                                  stop=stop, temperature=temperature, top_k=top_k, top_p=top_p)
