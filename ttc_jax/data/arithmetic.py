@@ -111,7 +111,7 @@ def _level_stream(diff: Difficulty, level: int, split: str, seed: int, n: int) -
   out = []
   while len(out) < n:
     p = make_problem(rng, diff, level)
-    if split != "train" and _in_train(p, seed):
+    if (split == "train") != _in_train(p, seed):
       continue
     out.append(p)
   return out

@@ -1,0 +1,347 @@
+"""seqio tasks over the chain-arithmetic TFDS data, and numpy arrays for the LM.
+
+Data flow: `prepare` writes the TFDS dataset (tfds_builders/chain_arithmetic.py)
+into a data dir once; `register_task` puts a `seqio.Task` over it that maps each
+example to `inputs` = BOS + prompt and `targets` = solution + EOS (char ids);
+`load_split` reads a whole split into numpy; `lm_batch_arrays` packs it into
+fixed-length token rows with a loss mask on the targets.
+
+TensorFlow is only the data loader (DESIGN.md, "Data stack notes"): it is
+imported on first use, quietly, with GPUs hidden from it, so importing this
+module does not import TensorFlow and TF never takes device memory from JAX.
+`CharVocabulary` is therefore created on first access (module `__getattr__`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import io
+import logging
+import os
+import re
+import sys
+import tempfile
+from typing import TYPE_CHECKING, Any, Iterator, Mapping, Sequence
+
+import numpy as np
+
+from ttc_jax.data import arithmetic
+from ttc_jax.data.tokenizer import BOS, EOS, PAD, CharTokenizer
+
+if TYPE_CHECKING:
+  import seqio
+  import tensorflow_datasets as tfds
+
+TFDS_NAME = "chain_arithmetic"
+TFDS_VERSION = "1.0.0"
+# Libraries whose below-WARNING absl/python logs are dropped.
+_QUIET_LIBS = ("tensorflow", "tensorflow_datasets", "seqio")
+# TF 2.21 writes these C++ lines while it loads, before TF_CPP_MIN_LOG_LEVEL applies
+# (and `import jax` already set that to 1), plus its GPU probe's error on a
+# machine without CUDA; TF never uses a GPU here, so they are all noise.
+_TF_LOAD_NOISE = re.compile(
+    r"^([IW]\d{4} [\d:.]+ +\d+ \S+\] |"
+    r"E\d{4} [\d:.]+ +\d+ cuda_platform\.cc:\d+\] failed call to cuInit|"
+    r"WARNING: All log messages before absl::InitializeLog\(\) is called)")
+
+
+# ---------------------------------------------------------------- TensorFlow set-up
+
+
+class _QuietLibraries(logging.Filter):
+  """Drops INFO/DEBUG records from TF, TFDS and seqio, and TFDS's custom-config note."""
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    path = record.pathname.replace(os.sep, "/")
+    if not any(f"/{lib}/" in path for lib in _QUIET_LIBS):
+      return True
+    if record.levelno < logging.WARNING:
+      return False
+    # Every config here is custom (named by a hash), so this warning says nothing.
+    return not str(record.msg).startswith("Using custom data configuration")
+
+
+@contextlib.contextmanager
+def _native_stderr_filtered() -> Iterator[None]:
+  """Captures fd 2 meanwhile and replays it without TF's load-time noise lines."""
+  sys.stderr.flush()
+  saved = os.dup(2)
+  with tempfile.TemporaryFile() as tmp:
+    os.dup2(tmp.fileno(), 2)
+    try:
+      yield
+    finally:
+      sys.stderr.flush()
+      os.dup2(saved, 2)
+      os.close(saved)
+      tmp.seek(0)
+      text = tmp.read().decode(errors="replace")
+      kept = [l for l in text.splitlines(keepends=True) if not _TF_LOAD_NOISE.match(l)]
+      if kept:
+        sys.stderr.write("".join(kept))
+
+
+@functools.cache
+def _tf():
+  """Imports TensorFlow, TFDS and seqio once: quiet, and with no GPU visible to TF."""
+  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+  with _native_stderr_filtered():
+    import tensorflow as tf  # pylint: disable=g-import-not-at-top
+    import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+    import seqio  # pylint: disable=g-import-not-at-top,unused-import
+    try:
+      tf.config.set_visible_devices([], "GPU")
+    except RuntimeError:
+      pass  # TF's devices were initialised before us; nothing left to hide.
+  tf.get_logger().setLevel(logging.ERROR)
+  absl_logger = logging.getLogger("absl")
+  if not any(isinstance(f, _QuietLibraries) for f in absl_logger.filters):
+    absl_logger.addFilter(_QuietLibraries())
+  tfds.disable_progress_bar()
+  return tf
+
+
+# ---------------------------------------------------------------- vocabulary
+
+
+def __getattr__(name: str) -> Any:  # PEP 562: build the seqio class on first access.
+  if name == "CharVocabulary":
+    return _char_vocabulary_cls()
+  raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+@functools.cache
+def _char_vocabulary_cls() -> type:
+  tf = _tf()
+  import seqio  # pylint: disable=g-import-not-at-top
+
+  class CharVocabulary(seqio.Vocabulary):
+    """`CharTokenizer` as a `seqio.Vocabulary`: PAD 0, BOS 1, EOS 2, no UNK.
+
+    An unknown character is an error (in Python and in TF), never a silent UNK.
+    """
+
+    def __init__(self, tokenizer: CharTokenizer = CharTokenizer()):
+      super().__init__(extra_ids=0)
+      self.tokenizer = tokenizer
+      # Dense tables: code point -> id (-1: not in the alphabet), char id -> code point.
+      cps = [ord(c) for c in tokenizer.chars]
+      char_to_id = np.full(max(cps) + 2, -1, np.int32)
+      char_to_id[cps] = np.arange(3, 3 + len(cps), dtype=np.int32)
+      self._char_to_id = char_to_id
+      self._id_to_cp = np.asarray(cps, np.int32)
+
+    def __eq__(self, other):
+      return type(other) is type(self) and other.tokenizer == self.tokenizer
+
+    def __hash__(self):
+      return hash((type(self).__name__, self.tokenizer))
+
+    @property
+    def bos_id(self) -> int:
+      return BOS
+
+    @property
+    def eos_id(self) -> int:
+      return EOS
+
+    @property
+    def pad_id(self) -> int:
+      return PAD
+
+    @property
+    def unk_id(self) -> None:
+      return None
+
+    @property
+    def _base_vocab_size(self) -> int:
+      return self.tokenizer.vocab_size
+
+    def _encode(self, s: str) -> list[int]:
+      return self.tokenizer.encode(s)
+
+    def _decode(self, ids: Sequence[int]) -> str:
+      ids = [int(i) for i in ids]
+      bad = [i for i in ids if not 0 <= i < self._base_vocab_size]
+      if bad:
+        raise ValueError(f"Ids {bad} are outside this vocabulary [0, {self._base_vocab_size}); "
+                         "pass ids from the same CharTokenizer alphabet.")
+      return self.tokenizer.decode(ids)
+
+    def _encode_tf(self, s):
+      table = tf.constant(self._char_to_id)
+      message = (f"Text has a character outside the tokenizer alphabet "
+                 f"{self.tokenizer.chars!r}; pass a CharTokenizer with it added. Text:")
+
+      def lookup(cps):
+        # The table's last entry is -1, so every code point past it maps to -1.
+        ids = tf.gather(table, tf.minimum(cps, table.shape[0] - 1))
+        ok = tf.debugging.Assert(tf.reduce_all(ids >= 0), [message, s])
+        with tf.control_dependencies([ok]):
+          return tf.identity(ids)
+
+      # unicode_decode is ragged for a batch of strings; map_flat_values covers both.
+      return tf.ragged.map_flat_values(lookup, tf.strings.unicode_decode(s, "UTF-8"))
+
+    def _decode_tf(self, ids):
+      # The base class has already replaced everything after the first EOS by PAD.
+      ids = tf.convert_to_tensor(ids)
+      chars = tf.ragged.boolean_mask(ids, ids >= 3)  # drops PAD, BOS, EOS; ragged if rank > 1
+      cps = tf.ragged.map_flat_values(lambda i: tf.gather(self._id_to_cp, i - 3), chars)
+      return tf.strings.unicode_encode(cps, "UTF-8")
+
+  CharVocabulary.__module__ = __name__
+  CharVocabulary.__qualname__ = "CharVocabulary"
+  return CharVocabulary
+
+
+# ---------------------------------------------------------------- TFDS + seqio
+
+
+def prepare(data_dir: str, levels: Sequence[arithmetic.Difficulty | Sequence],
+            num_per_level: Mapping[str, int], seed: int = 0) -> tfds.core.DatasetBuilder:
+  """Generates the chain-arithmetic TFDS data into `data_dir` once; returns its builder.
+
+  Idempotent: a config already prepared (same levels, counts and seed, so same
+  config-name hash) is reused, not regenerated. TFDS writes to a temporary folder
+  and renames it when complete, so an interrupted run leaves nothing half-made.
+  """
+  _tf()
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  from ttc_jax.data.tfds_builders import chain_arithmetic  # pylint: disable=g-import-not-at-top
+
+  config = chain_arithmetic.ChainArithmeticConfig.create(levels, num_per_level, seed)
+  data_dir = os.path.abspath(os.path.expanduser(data_dir))
+  builder = chain_arithmetic.ChainArithmetic(config=config, data_dir=data_dir)
+  # (`builder.is_prepared()` logs a warning when the answer is no.)
+  if not (builder.data_path / "dataset_info.json").exists():
+    # TFDS prints "Downloading and preparing ..." banners; nothing is downloaded.
+    with contextlib.redirect_stdout(io.StringIO()):
+      builder.download_and_prepare(
+          download_config=tfds.download.DownloadConfig(try_download_gcs=False))
+  return builder
+
+
+def register_task(name: str, data_dir: str, levels: Sequence[arithmetic.Difficulty | Sequence],
+                  num_per_level: Mapping[str, int], seed: int = 0) -> seqio.Task:
+  """Prepares the data (see `prepare`) and registers a `seqio.Task` named `name` over it.
+
+  Features: `inputs` = BOS + prompt, `targets` = solution + EOS (int32 char ids),
+  plus `inputs_pretokenized`/`targets_pretokenized` (prompt/solution text),
+  `question`, `answer` and `level`. Registering a name again replaces the task.
+  """
+  tf = _tf()
+  import seqio  # pylint: disable=g-import-not-at-top
+
+  builder = prepare(data_dir, levels, num_per_level, seed)
+  vocab = _char_vocabulary_cls()()
+  source = seqio.TfdsDataSource(
+      tfds_name=f"{TFDS_NAME}/{builder.builder_config.name}:{TFDS_VERSION}",
+      tfds_data_dir=builder.data_dir_root, read_only=True)
+  seqio.TaskRegistry.remove(name)
+  return seqio.TaskRegistry.add(
+      name,
+      source=source,
+      preprocessors=[_to_inputs_targets, seqio.preprocessors.tokenize, _prepend_bos,
+                     seqio.preprocessors.append_eos_after_trim],
+      output_features={
+          "inputs": seqio.Feature(vocab, add_eos=False, dtype=tf.int32),
+          "targets": seqio.Feature(vocab, add_eos=True, dtype=tf.int32),
+      })
+
+
+def _to_inputs_targets(ds):
+  return ds.map(lambda ex: {"inputs": ex["prompt"], "targets": ex["solution"],
+                            "question": ex["question"], "answer": ex["answer"],
+                            "level": ex["level"]})
+
+
+def _prepend_bos(ds):
+  tf = _tf()
+  bos = tf.constant([BOS], tf.int32)
+  return ds.map(lambda ex: {**ex, "inputs": tf.concat([bos, ex["inputs"]], axis=0)})
+
+
+def get_task(name: str) -> seqio.Task:
+  """The registered seqio task `name`; the error lists the registered ones."""
+  _tf()
+  import seqio  # pylint: disable=g-import-not-at-top
+  names = sorted(seqio.TaskRegistry.names())
+  if name not in names:
+    raise ValueError(f"Unknown task {name!r}; registered tasks: {names}. Register it first "
+                     "with tasks.register_task(name, data_dir, levels, num_per_level, seed).")
+  return seqio.TaskRegistry.get(name)
+
+
+def load_split(task_or_name: seqio.Task | str, split: str) -> dict[str, np.ndarray]:
+  """Reads a whole split through the seqio task, in stored (= generation) order.
+
+  Returns N-long arrays: `inputs`, `targets` (object arrays of int32 id arrays,
+  ragged), `prompt`, `solution`, `question` (str), `answer` (int64), `level`
+  (int32, 1-based).
+  """
+  if split not in arithmetic.SPLITS:
+    raise ValueError(f"Unknown split {split!r}; choose one of {arithmetic.SPLITS}.")
+  task = get_task(task_or_name) if isinstance(task_or_name, str) else task_or_name
+  ds = task.get_dataset(sequence_length=None, split=split, shuffle=False, num_epochs=1)
+  cols: dict[str, list] = {k: [] for k in ("inputs", "targets", "prompt", "solution",
+                                           "question", "answer", "level")}
+  for ex in ds.as_numpy_iterator():
+    cols["inputs"].append(ex["inputs"].astype(np.int32))
+    cols["targets"].append(ex["targets"].astype(np.int32))
+    cols["prompt"].append(ex["inputs_pretokenized"].decode())
+    cols["solution"].append(ex["targets_pretokenized"].decode())
+    cols["question"].append(ex["question"].decode())
+    cols["answer"].append(ex["answer"])
+    cols["level"].append(ex["level"])
+  out = {k: _object_array(cols[k]) for k in ("inputs", "targets")}
+  out.update({k: np.asarray(cols[k], dtype=str) for k in ("prompt", "solution", "question")})
+  out["answer"] = np.asarray(cols["answer"], np.int64)
+  out["level"] = np.asarray(cols["level"], np.int32)
+  return out
+
+
+def _object_array(items: list) -> np.ndarray:
+  # np.asarray would make a 2-D array when all rows have the same length.
+  out = np.empty(len(items), dtype=object)
+  for i, x in enumerate(items):
+    out[i] = x
+  return out
+
+
+# ---------------------------------------------------------------- LM arrays
+
+
+def lm_batch_arrays(examples: Mapping[str, Sequence], max_len: int) -> dict[str, np.ndarray]:
+  """Rows of inputs + targets right-padded with PAD, for next-token training.
+
+  `examples` holds `inputs` and `targets` id sequences (e.g. from `load_split`).
+  Returns `tokens` [N, max_len] int32 and `loss_mask` [N, max_len] float32, 1
+  exactly at the target positions (solution + EOS); the loss on predicting
+  tokens[:, t] from tokens[:, :t] uses loss_mask[:, t].
+  """
+  if int(max_len) != max_len or max_len < 2:
+    raise ValueError(f"max_len must be an integer >= 2, got {max_len!r}.")
+  inputs, targets = examples["inputs"], examples["targets"]
+  if len(inputs) != len(targets):
+    raise ValueError(f"examples has {len(inputs)} inputs but {len(targets)} targets; "
+                     "they must pair up one to one.")
+  lengths = np.asarray([len(x) + len(y) for x, y in zip(inputs, targets)], np.int64)
+  if len(lengths) and lengths.max() > max_len:
+    i = int(np.argmax(lengths))
+    what = f" (question {str(examples['question'][i])!r})" if "question" in examples else ""
+    raise ValueError(
+        f"Example {i}{what} is {lengths[i]} tokens (inputs {len(inputs[i])} + targets "
+        f"{len(targets[i])}), longer than max_len={max_len}; {int((lengths > max_len).sum())} "
+        f"example(s) are too long. Raise max_len (config.model.max_len) to at least "
+        f"{lengths.max()} or use easier difficulty levels.")
+  n = len(lengths)
+  tokens = np.full((n, max_len), PAD, np.int32)
+  loss_mask = np.zeros((n, max_len), np.float32)
+  for i, (x, y) in enumerate(zip(inputs, targets)):
+    nx, ny = len(x), len(y)
+    tokens[i, :nx] = x
+    tokens[i, nx:nx + ny] = y
+    loss_mask[i, nx:nx + ny] = 1.0
+  return {"tokens": tokens, "loss_mask": loss_mask}
