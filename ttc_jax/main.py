@@ -20,9 +20,10 @@ def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   from ttc_jax import pipeline  # pylint: disable=g-import-not-at-top
+  from ttc_jax.training import trainer  # pylint: disable=g-import-not-at-top
   try:
     pipeline.run(_CONFIG.value)
-  except (ValueError, PermissionError, FileNotFoundError) as e:
+  except (ValueError, PermissionError, FileNotFoundError, trainer.CheckpointError) as e:
     # User-facing problems: one clear line, no traceback from deep inside jit.
     print(f"ttc-jax: error: {e}", file=sys.stderr)
     sys.exit(2)
@@ -30,6 +31,7 @@ def main(argv: list[str]) -> None:
 
 def run() -> None:
   flags.mark_flag_as_required("config")
+  flags.FLAGS.set_default("verbosity", -1)  # WARNING: keeps orbax/tfds INFO logs out
   app.run(main)
 
 

@@ -1,0 +1,109 @@
+"""The main job end to end (configs/test.py) and its bad-input errors."""
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from ttc_jax import pipeline
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TEST_CONFIG = os.path.join(ROOT, "configs", "test.py")
+
+
+def _config(workdir, **overrides):
+  spec = importlib.util.spec_from_file_location("test_config", TEST_CONFIG)
+  mod = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(mod)
+  c = mod.get_config()
+  c.workdir = str(workdir)
+  for k, v in overrides.items():
+    section, key = k.split(".")
+    c[section][key] = v
+  return c
+
+
+def _cli(*args, timeout=600):
+  env = dict(os.environ, JAX_PLATFORMS="cpu")
+  return subprocess.run([sys.executable, "-m", "ttc_jax.main", *args], cwd=ROOT, env=env,
+                        capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+  workdir = tmp_path_factory.mktemp("job")
+  proc = _cli(f"--config={TEST_CONFIG}", f"--config.workdir={workdir}")
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  return workdir, proc
+
+
+def test_cli_job_writes_workdir(finished_run):
+  workdir, proc = finished_run
+  summary = json.load(open(workdir / "summary.json"))
+  base = summary["base_lm"]
+  assert set(base["pass@1"]) == {"1", "2"}
+  assert all(0.0 <= v <= 1.0 for v in base["pass@1"].values())
+  assert set(base["maj@4"]) == {"1", "2"}
+  assert "pass@1" in proc.stdout  # the table is printed
+  rows = [json.loads(l) for l in open(workdir / "metrics.jsonl")]
+  assert any(r.get("stage") == "base_lm" and "loss" in r for r in rows)
+  assert any(r.get("stage") == "eval_base_lm" for r in rows)
+  assert json.load(open(workdir / "config.json"))["train"]["total_steps"] == 30
+  assert os.path.isdir(workdir / "checkpoints" / "base_lm" / "30")
+
+
+def test_rerun_skips_finished_stages(finished_run):
+  workdir, _ = finished_run
+  before = json.load(open(workdir / "summary.json"))["base_lm"]
+  n_rows = len(open(workdir / "metrics.jsonl").readlines())
+  summary = pipeline.run(_config(workdir))
+  assert summary["base_lm"] == before
+  # No training step and no evaluation ran again: no new metric rows.
+  assert len(open(workdir / "metrics.jsonl").readlines()) == n_rows
+
+
+def test_unknown_config_key_is_a_clear_error(tmp_path):
+  proc = _cli(f"--config={TEST_CONFIG}", f"--config.workdir={tmp_path}",
+              "--config.train.bogus=1")
+  assert proc.returncode != 0
+  assert "bogus" in proc.stderr
+  c = _config(tmp_path)
+  c.model.unlock()
+  c.model.bogus = 3
+  with pytest.raises(ValueError, match=r"Unknown key\(s\) \['bogus'\] in config.model"):
+    pipeline.run(c)
+
+
+def test_unknown_task_is_a_clear_error(tmp_path):
+  with pytest.raises(ValueError, match="Unknown task 'math500'; registered tasks"):
+    pipeline.run(_config(tmp_path, **{"task.name": "math500"}))
+
+
+def test_unwritable_workdir_is_a_clear_error(tmp_path):
+  blocker = tmp_path / "file"
+  blocker.write_text("not a directory")
+  proc = _cli(f"--config={TEST_CONFIG}", f"--config.workdir={blocker}/sub")
+  assert proc.returncode == 2
+  assert "Cannot write to workdir" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_corrupt_checkpoint_is_a_clear_error_and_keeps_data(tmp_path, finished_run):
+  import shutil
+  src, _ = finished_run
+  shutil.copytree(src, tmp_path / "job")
+  workdir = tmp_path / "job"
+  os.remove(workdir / "eval_base_lm.json")
+  ckpt = workdir / "checkpoints" / "base_lm" / "30"
+  for root, _, files in os.walk(ckpt):
+    for f in files:
+      with open(os.path.join(root, f), "wb") as fh:
+        fh.write(b"garbage")
+  proc = _cli(f"--config={TEST_CONFIG}", f"--config.workdir={workdir}")
+  assert proc.returncode == 2, proc.stderr[-2000:]
+  assert "checkpoint" in proc.stderr.lower() and "Traceback" not in proc.stderr
+  # Nothing finished is lost: the prepared data and metrics are still there.
+  assert os.path.isdir(workdir / "data")
+  assert (workdir / "metrics.jsonl").stat().st_size > 0
