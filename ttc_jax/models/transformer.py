@@ -4,8 +4,9 @@ The module is used at the edges only: split it once with `nnx.split` and call th
 pure `apply(graphdef, state, tokens, positions, cache)` everywhere downstream
 (sampler, search, reward models), so jit sees pytrees, not objects.
 
-KV cache convention: one `{'k','v'}` dict per layer, each `[batch, max_len,
-kv_heads, head_dim]`, and *slot == absolute position*. A token at position p is
+KV cache convention: one `{'k','v'}` dict per layer, each `[batch, kv_heads,
+max_len, head_dim]` (heads before slots, so attention reads it without a
+transpose), and *slot == absolute position*. A token at position p is
 written to slot p and attends to slots <= p. Rows of a batch may sit at
 different positions (right-padded prompts, beams of different lengths); a slot
 past a row's last written position holds stale values that the causal mask
@@ -57,7 +58,7 @@ class TransformerConfig:
     return v * d + self.num_layers * per_layer + d + head
 
   def init_cache(self, batch: int, max_len: int | None = None) -> Cache:
-    shape = (batch, max_len or self.max_len, self.num_kv_heads, self.head_dim)
+    shape = (batch, self.num_kv_heads, max_len or self.max_len, self.head_dim)
     zeros = jnp.zeros(shape, jnp.dtype(self.dtype))
     return tuple({"k": zeros, "v": zeros} for _ in range(self.num_layers))
 
@@ -80,7 +81,7 @@ class RMSNorm(nnx.Module):
   def __call__(self, x: jax.Array) -> jax.Array:
     x32 = x.astype(jnp.float32)
     y = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + self.eps)
-    return (self.scale.value * y).astype(x.dtype)
+    return (self.scale[...] * y).astype(x.dtype)
 
 
 def rope(x: jax.Array, positions: jax.Array, theta: float) -> jax.Array:
@@ -96,9 +97,9 @@ def rope(x: jax.Array, positions: jax.Array, theta: float) -> jax.Array:
 
 
 def _write(cache_arr: jax.Array, new: jax.Array, start: jax.Array) -> jax.Array:
-  """Writes new[b] ([T, ...]) into cache_arr[b] at slots start[b]..start[b]+T-1."""
+  """Writes new[b] ([K, T, D]) into cache_arr[b] ([K, S, D]) at slots start[b]..start[b]+T-1."""
   def one(c, n, s):
-    return jax.lax.dynamic_update_slice_in_dim(c, n.astype(c.dtype), s, axis=0)
+    return jax.lax.dynamic_update_slice_in_dim(c, n.astype(c.dtype), s, axis=1)
   return jax.vmap(one)(cache_arr, new, start)
 
 
@@ -116,11 +117,12 @@ class Attention(nnx.Module):
     cfg = self.cfg
     b, t, _ = x.shape
     dt = x.dtype
-    q = (x @ self.wq.value.astype(dt)).reshape(b, t, cfg.num_heads, cfg.head_dim)
-    k = (x @ self.wk.value.astype(dt)).reshape(b, t, cfg.num_kv_heads, cfg.head_dim)
-    v = (x @ self.wv.value.astype(dt)).reshape(b, t, cfg.num_kv_heads, cfg.head_dim)
+    q = (x @ self.wq[...].astype(dt)).reshape(b, t, cfg.num_heads, cfg.head_dim)
+    k = (x @ self.wk[...].astype(dt)).reshape(b, t, cfg.num_kv_heads, cfg.head_dim)
+    v = (x @ self.wv[...].astype(dt)).reshape(b, t, cfg.num_kv_heads, cfg.head_dim)
     q = rope(q, positions, cfg.rope_theta)
-    k = rope(k, positions, cfg.rope_theta)
+    k = rope(k, positions, cfg.rope_theta).transpose(0, 2, 1, 3)  # [B, K, T, D]
+    v = v.transpose(0, 2, 1, 3)
     if layer_cache is None:
       keys, values, key_pos = k, v, positions
       new_cache = None
@@ -128,18 +130,22 @@ class Attention(nnx.Module):
       start = positions[:, 0]
       keys = _write(layer_cache["k"], k, start)
       values = _write(layer_cache["v"], v, start)
-      key_pos = jnp.broadcast_to(jnp.arange(keys.shape[1]), (b, keys.shape[1]))
+      key_pos = jnp.broadcast_to(jnp.arange(keys.shape[2]), (b, keys.shape[2]))
       new_cache = {"k": keys, "v": values}
     g = cfg.num_heads // cfg.num_kv_heads
-    q = q.reshape(b, t, cfg.num_kv_heads, g, cfg.head_dim)
-    scores = jnp.einsum("btkgd,bskd->bkgts", q, keys.astype(dt)).astype(jnp.float32)
+    # Query heads of one KV group as rows: [B, K, G*T, D], row index g*T + t.
+    q = q.reshape(b, t, cfg.num_kv_heads, g, cfg.head_dim).transpose(0, 2, 3, 1, 4)
+    q = q.reshape(b, cfg.num_kv_heads, g * t, cfg.head_dim)
+    scores = jnp.einsum("bkqd,bksd->bkqs", q, keys.astype(dt)).astype(jnp.float32)
     scores = scores / jnp.sqrt(jnp.float32(cfg.head_dim))
     mask = key_pos[:, None, :] <= positions[:, :, None]  # [B, T, S]
-    scores = jnp.where(mask[:, None, None], scores, jnp.finfo(jnp.float32).min)
+    mask = jnp.tile(mask, (1, g, 1))[:, None]  # [B, 1, G*T, S]
+    scores = jnp.where(mask, scores, jnp.finfo(jnp.float32).min)
     probs = jax.nn.softmax(scores, axis=-1).astype(dt)
-    out = jnp.einsum("bkgts,bskd->btkgd", probs, values.astype(dt))
+    out = jnp.einsum("bkqs,bksd->bkqd", probs, values.astype(dt))
+    out = out.reshape(b, cfg.num_kv_heads, g, t, cfg.head_dim).transpose(0, 3, 1, 2, 4)
     out = out.reshape(b, t, cfg.num_heads * cfg.head_dim)
-    return out @ self.wo.value.astype(dt), new_cache
+    return out @ self.wo[...].astype(dt), new_cache
 
 
 class MLP(nnx.Module):
@@ -152,8 +158,8 @@ class MLP(nnx.Module):
 
   def __call__(self, x):
     dt = x.dtype
-    h = jax.nn.silu(x @ self.w_gate.value.astype(dt)) * (x @ self.w_up.value.astype(dt))
-    return h @ self.w_down.value.astype(dt)
+    h = jax.nn.silu(x @ self.w_gate[...].astype(dt)) * (x @ self.w_up[...].astype(dt))
+    return h @ self.w_down[...].astype(dt)
 
 
 class Block(nnx.Module):
@@ -186,7 +192,7 @@ class Transformer(nnx.Module):
     """Final-norm hidden states `[B, T, d_model]` (the trunk used by reward heads)."""
     if positions is None:
       positions = jnp.broadcast_to(jnp.arange(tokens.shape[1]), tokens.shape)
-    x = self.embed.value.astype(jnp.dtype(self.cfg.dtype))[tokens]
+    x = self.embed[...].astype(jnp.dtype(self.cfg.dtype))[tokens]
     new_cache = []
     for i, block in enumerate(self.blocks):
       x, lc = block(x, positions, None if cache is None else cache[i])
@@ -196,7 +202,7 @@ class Transformer(nnx.Module):
   def __call__(self, tokens: jax.Array, positions: jax.Array | None = None,
                cache: Cache | None = None) -> tuple[jax.Array, Cache | None]:
     x, cache = self.hidden(tokens, positions, cache)
-    w = self.embed.value.T if self.cfg.tie_embeddings else self.lm_head.value
+    w = self.embed[...].T if self.cfg.tie_embeddings else self.lm_head[...]
     return (x @ w.astype(x.dtype)).astype(jnp.float32), cache
 
 

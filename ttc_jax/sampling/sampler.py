@@ -62,22 +62,35 @@ class Samples:
 
 def sample_logits(rng: jax.Array, logits: jax.Array, temperature: jax.Array,
                   top_k: int, top_p: jax.Array) -> jax.Array:
-  """Draws one token per row; temperature 0 is greedy. `top_k=0` disables top-k."""
+  """Draws one token per row; temperature 0 is greedy. `top_k=0` disables top-k.
+
+  Greedy and nucleus filtering sit behind `lax.cond`, so a greedy or `top_p=1`
+  call pays for neither the vocabulary sort nor the draw; the draw is by inverse
+  CDF with one uniform per row.
+  """
   logits = logits.astype(jnp.float32)
-  greedy = jnp.argmax(logits, axis=-1)
-  x = logits / jnp.maximum(temperature, 1e-6)
   neg = jnp.finfo(jnp.float32).min
-  if top_k:
-    kth = jax.lax.top_k(x, top_k)[0][..., -1:]
-    x = jnp.where(x < kth, neg, x)
-  # Nucleus: keep the smallest prefix of the sorted distribution with mass >= top_p.
-  srt = jnp.sort(x, axis=-1)[..., ::-1]
-  p = jax.nn.softmax(srt, axis=-1)
-  drop = (jnp.cumsum(p, axis=-1) - p) >= top_p
-  thresh = jnp.min(jnp.where(drop, jnp.inf, srt), axis=-1, keepdims=True)
-  x = jnp.where(x < thresh, neg, x)
-  drawn = jax.random.categorical(rng, x, axis=-1)
-  return jnp.where(temperature <= 0, greedy, drawn).astype(jnp.int32)
+
+  def nucleus(x):
+    # Keep the smallest prefix of the sorted distribution with mass >= top_p.
+    srt = jnp.sort(x, axis=-1)[..., ::-1]
+    p = jax.nn.softmax(srt, axis=-1)
+    drop = (jnp.cumsum(p, axis=-1) - p) >= top_p
+    thresh = jnp.min(jnp.where(drop, jnp.inf, srt), axis=-1, keepdims=True)
+    return jnp.where(x < thresh, neg, x)
+
+  def draw(x):
+    x = x / jnp.maximum(temperature, 1e-6)
+    if top_k:
+      kth = jax.lax.top_k(x, top_k)[0][..., -1:]
+      x = jnp.where(x < kth, neg, x)
+    x = jax.lax.cond(top_p < 1.0, nucleus, lambda y: y, x)
+    cdf = jnp.cumsum(jax.nn.softmax(x, axis=-1), axis=-1)
+    u = jax.random.uniform(rng, cdf.shape[:-1] + (1,), jnp.float32)
+    return jnp.argmax(cdf > u * cdf[..., -1:], axis=-1)
+
+  greedy = lambda x: jnp.argmax(x, axis=-1)
+  return jax.lax.cond(temperature <= 0, greedy, draw, logits).astype(jnp.int32)
 
 
 @dataclasses.dataclass(frozen=True)
