@@ -9,6 +9,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from absl import app  # pylint: disable=g-import-not-at-top
 from absl import flags
+from absl import logging
 from ml_collections import config_flags
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -19,6 +20,8 @@ _CONFIG = config_flags.DEFINE_config_file(
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  if not flags.FLAGS["verbosity"].present:
+    logging.set_verbosity(logging.WARNING)  # keep orbax/tfds INFO logs out of the way
   from ttc_jax import pipeline  # pylint: disable=g-import-not-at-top
   from ttc_jax.training import trainer  # pylint: disable=g-import-not-at-top
   try:
@@ -31,7 +34,6 @@ def main(argv: list[str]) -> None:
 
 def run() -> None:
   flags.mark_flag_as_required("config")
-  flags.FLAGS.set_default("verbosity", -1)  # WARNING: keeps orbax/tfds INFO logs out
   app.run(main)
 
 
