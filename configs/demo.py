@@ -15,7 +15,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.task.name = "chain_arithmetic"
   # Difficulty levels (num_terms, digits, ops): tuned so the base model's pass@1
   # runs from mostly solved (level 1) to mostly unsolved (level 5).
-  c.task.levels = ((2, 1, "+-"), (3, 1, "+-"), (5, 1, "+-"), (3, 2, "+-"), (5, 2, "+-"))
+  c.task.levels = ((3, 1, "+-"), (4, 1, "+-"), (6, 1, "+-"), (3, 2, "+-"), (5, 2, "+-"))
   c.task.num_per_level = ml_collections.ConfigDict(
       dict(train=6000, validation=50, test=100))
   c.task.seed = 0
