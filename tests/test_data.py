@@ -283,3 +283,11 @@ def test_lm_batch_arrays_too_long_is_an_error(splits):
     tasks.lm_batch_arrays(examples, 5)
   with pytest.raises(ValueError, match="Example 0 is 3 tokens"):
     tasks.lm_batch_arrays({"inputs": [[1, 5]], "targets": [[2]]}, 2)
+
+
+def test_problem_from_question_round_trips():
+  problems = arithmetic.generate([arithmetic.Difficulty(5, 2, "+-*")], "test", 30, seed=3)
+  for p in problems:
+    assert arithmetic.Problem.from_question(p.question, p.level) == p
+  with pytest.raises(ValueError, match="Not a chain-arithmetic question"):
+    arithmetic.Problem.from_question("4+")

@@ -27,6 +27,7 @@ from ttc_jax.data.tokenizer import STEP_DELIMITER
 SPLITS = ("train", "validation", "test")
 _STEP_RE = re.compile(r"^(-?\d+)([+\-*])(\d+)=(-?\d+)$")
 _ANSWER_RE = re.compile(r"^A:(-?\d+)$")
+_QUESTION_RE = re.compile(r"\d+(?:[+\-*]\d+)+")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,6 +54,21 @@ class Problem:
   ops: tuple[str, ...]
   answer: int
   level: int
+
+  @classmethod
+  def from_question(cls, question: str, level: int = 0) -> "Problem":
+    """Rebuilds a problem from its question text, e.g. `"47-12+85"` (as stored in TFDS)."""
+    m = _QUESTION_RE.fullmatch(question)
+    if not m:
+      raise ValueError(f"Not a chain-arithmetic question: {question!r}; expected terms "
+                       "joined by +, - or *, like '47-12+85'.")
+    parts = re.findall(r"[+\-*]|\d+", question)
+    terms = tuple(int(t) for t in parts[0::2])
+    ops = tuple(parts[1::2])
+    acc = terms[0]
+    for op, t in zip(ops, terms[1:]):
+      acc = _apply(acc, op, t)
+    return cls(question, terms, ops, acc, level)
 
   @property
   def prompt(self) -> str:
