@@ -31,5 +31,21 @@ def get_config() -> ml_collections.ConfigDict:
   c.eval = ml_collections.ConfigDict(dict(
       num_samples=16, temperature=1.0, batch_prompts=32))
 
+  # PRM: Monte-Carlo soft labels (paper: 16 solutions x 16 rollouts), fine-tuned from the LM.
+  c.prm = ml_collections.ConfigDict()
+  c.prm.labels = ml_collections.ConfigDict(dict(
+      num_questions=250, num_solutions=16, num_rollouts=8, shard_size=25,
+      prefixes_per_batch=64))
+  c.prm.train = ml_collections.ConfigDict(dict(
+      total_steps=600, batch_size=64, learning_rate=1e-3, warmup_steps=50,
+      checkpoint_every=200, keep_checkpoints=2, log_every=50))
+  # ORM: final-answer correctness of the same base-LM samples.
+  c.orm = ml_collections.ConfigDict()
+  c.orm.train = ml_collections.ConfigDict(dict(
+      total_steps=300, batch_size=64, learning_rate=1e-3, warmup_steps=30,
+      checkpoint_every=100, keep_checkpoints=2, log_every=50))
+  c.verifier_eval = ml_collections.ConfigDict(dict(
+      max_n=64, budgets=(4, 16, 64), aggregation="last", batch_prompts=16))
+
   c.mesh = ml_collections.ConfigDict(dict(data=0, model=1))  # data=0: all devices
   return c

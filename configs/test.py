@@ -22,4 +22,11 @@ def get_config() -> ml_collections.ConfigDict:
   c.train.update(total_steps=30, batch_size=16, warmup_steps=5, checkpoint_every=10,
                  log_every=10)
   c.eval.update(num_samples=4, batch_prompts=8)
+  c.prm.labels.update(num_questions=8, num_solutions=4, num_rollouts=4, shard_size=4,
+                      prefixes_per_batch=16)
+  c.prm.train.update(total_steps=10, batch_size=8, warmup_steps=2, checkpoint_every=5,
+                     log_every=5)
+  c.orm.train.update(total_steps=10, batch_size=8, warmup_steps=2, checkpoint_every=5,
+                     log_every=5)
+  c.verifier_eval.update(max_n=8, budgets=(2, 8), batch_prompts=8)
   return c

@@ -53,14 +53,22 @@ def test_cli_job_writes_workdir(finished_run):
   assert any(r.get("stage") == "eval_base_lm" for r in rows)
   assert json.load(open(workdir / "config.json"))["train"]["total_steps"] == 30
   assert os.path.isdir(workdir / "checkpoints" / "base_lm" / "30")
+  # PRM / ORM stages: labels on disk, both reward models trained, verifier table.
+  assert os.path.exists(workdir / "prm_labels" / "manifest.json")
+  assert os.path.isdir(workdir / "checkpoints" / "prm" / "10")
+  assert os.path.isdir(workdir / "checkpoints" / "orm" / "10")
+  assert "prm_step_auroc" in summary and "mc_label_step_auroc" in summary
+  assert set(summary["bon"]) == {"prm_weighted", "prm_naive", "orm_weighted", "majority"}
+  assert set(summary["bon"]["majority"]) == {"2", "8"}
 
 
 def test_rerun_skips_finished_stages(finished_run):
   workdir, _ = finished_run
-  before = json.load(open(workdir / "summary.json"))["base_lm"]
+  before = json.load(open(workdir / "summary.json"))
   n_rows = len(open(workdir / "metrics.jsonl").readlines())
   summary = pipeline.run(_config(workdir))
-  assert summary["base_lm"] == before
+  for key in ("base_lm", "bon", "prm_step_auroc", "mc_label_step_auroc"):
+    assert summary[key] == before[key]
   # No training step and no evaluation ran again: no new metric rows.
   assert len(open(workdir / "metrics.jsonl").readlines()) == n_rows
 

@@ -1,8 +1,10 @@
 """The main job, stage by stage; every stage is skipped when its output is complete.
 
-Stages now: data (TFDS + seqio) -> train base LM -> evaluate base LM (pass@1 and
-majority@N per difficulty level). Later stages (PRM, search, revisions,
-allocator) append to the same job and the same `summary.json`.
+Stages: data (TFDS + seqio) -> train base LM -> evaluate base LM (pass@1 and
+majority@N per difficulty level) -> PRM labels (Monte-Carlo rollouts) -> train
+PRM -> train ORM -> verifier evaluation (label/score AUROC, best-of-N table).
+Later stages (search, revisions, allocator) append to the same job and the same
+`summary.json`.
 """
 
 from __future__ import annotations
@@ -23,14 +25,17 @@ from ttc_jax.data import arithmetic
 from ttc_jax.data import tasks
 from ttc_jax.data.tokenizer import CharTokenizer
 from ttc_jax.experiments import metrics
+from ttc_jax.models import reward
 from ttc_jax.models import transformer
 from ttc_jax.parallel import mesh as mesh_lib
 from ttc_jax.sampling.sampler import Sampler
 from ttc_jax.search import selection
+from ttc_jax.training import prm_labels
 from ttc_jax.training import trainer
 
 KNOWN_TASKS = ("chain_arithmetic",)
-TOP_LEVEL_KEYS = ("workdir", "seed", "task", "model", "train", "eval", "mesh")
+TOP_LEVEL_KEYS = ("workdir", "seed", "task", "model", "train", "eval", "mesh", "prm", "orm",
+                  "verifier_eval")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,6 +43,25 @@ class EvalConfig:
   num_samples: int = 16
   temperature: float = 1.0
   batch_prompts: int = 32
+
+
+@dataclasses.dataclass(frozen=True)
+class PRMLabelConfig:
+  """Monte-Carlo soft labels (paper §5.1: 16 solutions x 16 rollouts per step)."""
+  num_questions: int = 200
+  num_solutions: int = 16
+  num_rollouts: int = 16
+  shard_size: int = 25
+  prefixes_per_batch: int = 64
+
+
+@dataclasses.dataclass(frozen=True)
+class VerifierEvalConfig:
+  """Best-of-N on the test split: `max_n` samples per question, scored by PRM and ORM."""
+  max_n: int = 64
+  budgets: tuple[int, ...] = (4, 16, 64)
+  aggregation: str = "last"
+  batch_prompts: int = 16
 
 
 def dataclass_from_config(cls, section: ml_collections.ConfigDict | dict, name: str, **extra):
@@ -58,22 +82,6 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     raise ValueError(f"Unknown task {config.task.name!r}; registered tasks: {list(KNOWN_TASKS)}.")
 
 
-def prepare_workdir(workdir: str) -> str:
-  """Creates the workdir and proves it writable before any compute is spent."""
-  workdir = os.path.abspath(os.path.expanduser(workdir))
-  try:
-    os.makedirs(workdir, exist_ok=True)
-    probe = os.path.join(workdir, ".write_test")
-    with open(probe, "w") as f:
-      f.write("ok")
-    os.remove(probe)
-  except OSError as e:
-    raise PermissionError(
-        f"Cannot write to workdir {workdir!r} ({e.strerror}); pass a writable one with "
-        f"--config.workdir=/path/you/own.") from None
-  return workdir
-
-
 def levels_from_config(config: ml_collections.ConfigDict) -> list[arithmetic.Difficulty]:
   return [arithmetic.Difficulty(*lv) for lv in config.task.levels]
 
@@ -84,7 +92,8 @@ class Job:
   def __init__(self, config: ml_collections.ConfigDict):
     check_config(config)
     self.config = config
-    self.workdir = prepare_workdir(config.workdir)
+    self.workdir = metrics.ensure_writable_dir(
+        config.workdir, "the job writes its checkpoints, metrics and results there.")
     self.tokenizer = CharTokenizer()
     self.model_cfg = dataclass_from_config(
         transformer.TransformerConfig, config.model, "model", vocab_size=self.tokenizer.vocab_size)
@@ -114,17 +123,7 @@ class Job:
     graphdef, state = transformer.create(self.model_cfg, self.config.seed)
     self.graphdef = graphdef
     state = mesh_lib.shard_params(state, self.mesh)
-    arrays, bs, seed = self.train_arrays, self.train_cfg.batch_size, self.config.seed
-    n = len(arrays["tokens"])
-
-    def batch_fn(step: int) -> dict[str, np.ndarray]:
-      # A fresh permutation per epoch, fixed by (seed, epoch): resume is exact.
-      epoch, offset = divmod(step * bs, n)
-      idx = np.concatenate([np.random.default_rng([seed, epoch]).permutation(n),
-                            np.random.default_rng([seed, epoch + 1]).permutation(n)])
-      idx = idx[offset:offset + bs]
-      return {k: v[idx] for k, v in arrays.items()}
-
+    batch_fn = epoch_batches(self.train_arrays, self.train_cfg.batch_size, self.config.seed)
     apply_fn = lambda params, tokens: transformer.apply(graphdef, params, tokens)[0]
     self.params = trainer.train(state, trainer.lm_loss(apply_fn), batch_fn, self.train_cfg,
                                 self.workdir, name="base_lm", mesh=self.mesh)
@@ -150,13 +149,193 @@ class Job:
     print(format_table(result), flush=True)
     return result
 
+  def train_problems(self, n: int) -> list[arithmetic.Problem]:
+    """`n` training questions, spread evenly over the levels (split order is by level)."""
+    levels = np.asarray(self.train_split["level"])
+    per = -(-n // len(self.levels))
+    idx = np.concatenate([np.flatnonzero(levels == lv)[:per] for lv in np.unique(levels)])[:n]
+    return [arithmetic.Problem.from_question(str(self.train_split["question"][i]),
+                                             int(levels[i])) for i in idx]
+
+  def prm_labels(self) -> None:
+    cfg = dataclass_from_config(PRMLabelConfig, self.config.prm.labels, "prm.labels")
+    self.label_problems = self.train_problems(cfg.num_questions)
+    out = os.path.join(self.workdir, "prm_labels")
+    stats = prm_labels.generate_labels(
+        self.sampler, self.params, self.label_problems, self.tokenizer, out,
+        num_solutions=cfg.num_solutions, num_rollouts=cfg.num_rollouts,
+        shard_size=cfg.shard_size, max_len=self.model_cfg.max_len, seed=self.config.seed,
+        prefixes_per_batch=cfg.prefixes_per_batch, mesh=self.mesh)
+    self.prm_data = prm_labels.load_labels(out)
+    self.log("prm labels", f"{stats['num_solutions']} solutions, {stats['num_steps']} steps, "
+             f"{stats['fraction_correct']:.3f} correct, mean label {stats['mean_label']:.3f}")
+
+  def _train_reward(self, name: str, loss, arrays: dict[str, np.ndarray]):
+    section = self.config[name]
+    graphdef, state = reward.from_lm(self.params, self.model_cfg, self.config.seed)
+    state = mesh_lib.shard_params(state, self.mesh)
+    cfg = trainer.TrainConfig.from_config(section.train)
+    apply_fn = lambda params, tokens: reward.apply(graphdef, params, tokens)[0]
+    state = trainer.train(state, loss(apply_fn), epoch_batches(arrays, cfg.batch_size,
+                                                               self.config.seed),
+                          cfg, self.workdir, name=name, mesh=self.mesh)
+    return graphdef, state
+
+  def train_prm(self) -> None:
+    d = self.prm_data
+    arrays = {"tokens": d["tokens"], "step_ends": d["step_ends"],
+              "labels": np.clip(d["labels"], 0.0, 1.0), "label_mask":
+              (d["step_ends"] >= 0).astype(np.float32)}
+    self.prm = self._train_reward("prm", reward.prm_loss, arrays)
+
+  def train_orm(self) -> None:
+    """ORM (paper §6.1 revisions selection): final-answer correctness of base-LM samples."""
+    d = self.prm_data
+    last = np.maximum(d["num_steps"] - 1, 0)
+    final_pos = np.maximum(d["step_ends"][np.arange(len(last)), last], 0).astype(np.int32)
+    arrays = {"tokens": d["tokens"], "final_pos": final_pos,
+              "label": d["correct"].astype(np.float32)}
+    self.orm = self._train_reward("orm", reward.orm_loss, arrays)
+
+  def verifier_eval(self) -> dict[str, Any]:
+    path = os.path.join(self.workdir, "verifier_eval.json")
+    if os.path.exists(path):
+      with open(path) as f:
+        result = json.load(f)
+      self.log("verifier eval", "already complete; skipped")
+    else:
+      cfg = dataclass_from_config(VerifierEvalConfig, self.config.verifier_eval, "verifier_eval")
+      problems = [arithmetic.Problem.from_question(str(q), int(l)) for q, l in
+                  zip(self.test_split["question"], self.test_split["level"])]
+      result = evaluate_verifiers(self, problems, cfg, jax.random.key(self.config.seed + 2))
+      result["mc_label_step_auroc"] = _rounded(prm_labels.step_label_auroc(
+          self.prm_data, self.label_problems, self.tokenizer))
+      with open(path + ".tmp", "w") as f:
+        json.dump(result, f, indent=2)
+      os.replace(path + ".tmp", path)
+      metrics.append_jsonl(self.metrics_path, {"stage": "verifier_eval", **result})
+    metrics.update_summary(self.workdir, prm_step_auroc=result["prm_step_auroc"],
+                           mc_label_step_auroc=result["mc_label_step_auroc"],
+                           bon=result["bon"])
+    self.log("verifier eval", f"prm_step_auroc={result['prm_step_auroc']} "
+             f"mc_label_step_auroc={result['mc_label_step_auroc']}")
+    print(format_bon(result["bon"]), flush=True)
+    return result
+
   def run(self) -> dict[str, Any]:
     with open(os.path.join(self.workdir, "config.json"), "w") as f:
       f.write(self.config.to_json_best_effort(indent=2))
     self.data()
     self.train_base_lm()
     self.eval_base_lm()
+    self.prm_labels()
+    self.train_prm()
+    self.train_orm()
+    self.verifier_eval()
     return metrics.update_summary(self.workdir, wall_s=round(time.time() - self.start, 1))
+
+
+def epoch_batches(arrays: dict[str, np.ndarray], batch_size: int, seed: int):
+  """`batch_fn(step)` over `arrays`: a fresh permutation per epoch, fixed by (seed, epoch).
+
+  A pure function of the step, so a resumed training run sees the same batches.
+  """
+  n = len(next(iter(arrays.values())))
+
+  def batch_fn(step: int) -> dict[str, np.ndarray]:
+    epoch, offset = divmod(step * batch_size, n)
+    idx = np.concatenate([np.random.default_rng([seed, e]).permutation(n)
+                          for e in range(epoch, epoch + 1 + batch_size // n + 1)])
+    idx = idx[offset:offset + batch_size]
+    return {k: v[idx] for k, v in arrays.items()}
+  return batch_fn
+
+
+def evaluate_verifiers(job: "Job", problems: list[arithmetic.Problem], cfg: VerifierEvalConfig,
+                       rng: jax.Array) -> dict[str, Any]:
+  """Samples `max_n` solutions per test question; PRM step AUROC and the best-of-N table.
+
+  `prm_step_auroc`: AUROC of PRM step scores for the exact per-step checker.
+  `bon[method][N]`: accuracy of PRM-weighted best-of-N, naive PRM best-of-N,
+  ORM-weighted best-of-N and majority voting, averaged over the `max_n / N`
+  disjoint groups of N samples of every question (paper §5.1).
+  """
+  bad = [n for n in cfg.budgets if n < 1 or cfg.max_n % n]
+  if bad:
+    raise ValueError(f"verifier_eval.budgets {bad} must divide max_n={cfg.max_n}.")
+  tok, k = job.tokenizer, cfg.max_n
+  prm_g, prm_s = job.prm
+  orm_g, orm_s = job.orm
+  answers, prm_final, orm_final, step_s, step_ok = [], [], [], [], []
+  for start in tqdm.trange(0, len(problems), cfg.batch_prompts, desc="verifier eval",
+                           leave=False):
+    chunk = problems[start:start + cfg.batch_prompts]
+    prompts = [tok.encode(p.prompt, bos=True) for p in chunk]
+    rng, key = jax.random.split(rng)
+    st, _ = job.sampler.sample(job.params, prompts, key, num_samples=k,
+                               max_len=job.model_cfg.max_len, stop="eos", temperature=1.0,
+                               mesh=job.mesh)
+    tokens = np.asarray(st.tokens)
+    ends = np.full((len(tokens), job.model_cfg.max_len), -1, np.int32)
+    num_steps = np.zeros(len(tokens), np.int32)
+    for r, row in enumerate(tokens):
+      p0 = len(prompts[r // k])
+      e = [p0 + j for j in prm_labels.solution_step_ends(row[p0:], job.sampler, tok)]
+      ends[r, :len(e)] = e
+      num_steps[r] = len(e)
+    ends = ends[:, :max(1, int(num_steps.max()))]
+    prm_steps = np.asarray(reward.step_scores(prm_g, prm_s, st.tokens, ends))
+    orm_steps = np.asarray(reward.step_scores(orm_g, orm_s, st.tokens, ends))
+    prm_final.append(np.asarray(reward.aggregate(prm_steps, num_steps, cfg.aggregation)))
+    orm_final.append(np.asarray(reward.aggregate(orm_steps, num_steps, "last")))
+    for r, row in enumerate(tokens):
+      p = chunk[r // k]
+      text = tok.decode(row[len(prompts[r // k]):])
+      answers.append(arithmetic.extract_answer(text))
+      ok = arithmetic.step_correct(p, text)
+      n = min(int(num_steps[r]), len(ok))
+      step_s.extend(prm_steps[r, :n].tolist())
+      step_ok.extend(ok[:n])
+  prm_final, orm_final = np.concatenate(prm_final), np.concatenate(orm_final)
+  truth = np.repeat([p.answer for p in problems], k)
+  levels = np.asarray([p.level for p in problems])
+  methods = {
+      "prm_weighted": lambda a, s, o: selection.weighted_best_of_n(a, s),
+      "prm_naive": lambda a, s, o: selection.best_of_n(a, s),
+      "orm_weighted": lambda a, s, o: selection.weighted_best_of_n(a, o),
+      "majority": lambda a, s, o: selection.majority_vote(a),
+  }
+  bon: dict[str, Any] = {}
+  for name, pick in methods.items():
+    bon[name] = {}
+    for n in cfg.budgets:
+      acc = np.zeros(len(problems))
+      for q in range(len(problems)):
+        for g in range(k // n):
+          sl = slice(q * k + g * n, q * k + (g + 1) * n)
+          acc[q] += pick(answers[sl], prm_final[sl], orm_final[sl]) == truth[q * k]
+      acc /= k // n
+      bon[name][str(n)] = {"all": round(float(acc.mean()), 4), **{
+          str(int(lv)): round(float(acc[levels == lv].mean()), 4) for lv in np.unique(levels)}}
+  correct = np.asarray([a == t for a, t in zip(answers, truth)])
+  return {"prm_step_auroc": _rounded(prm_labels.auroc(step_s, step_ok)),
+          "orm_final_auroc": _rounded(prm_labels.auroc(orm_final, correct)),
+          "prm_final_auroc": _rounded(prm_labels.auroc(prm_final, correct)),
+          "pass@1": round(float(correct.mean()), 4), "bon": bon, "max_n": k}
+
+
+def _rounded(x: float) -> float | None:
+  """4 decimals, or None where undefined (an AUROC over one class is NaN)."""
+  return None if not np.isfinite(x) else round(float(x), 4)
+
+
+def format_bon(bon: dict[str, Any]) -> str:
+  methods = list(bon)
+  budgets = list(bon[methods[0]])
+  lines = ["N     " + "  ".join(f"{m:>13}" for m in methods)]
+  for n in budgets:
+    lines.append(f"{n:<5} " + "  ".join(f"{bon[m][n]['all']:13.3f}" for m in methods))
+  return "\n".join(lines)
 
 
 def evaluate(sampler: Sampler, params, split: dict[str, Any], tokenizer: CharTokenizer,

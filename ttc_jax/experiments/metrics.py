@@ -9,6 +9,22 @@ from typing import Any
 import jax
 
 
+def ensure_writable_dir(path: str | os.PathLike, purpose: str) -> str:
+  """Creates `path` and proves it writable before any compute is spent; returns it absolute."""
+  path = os.path.abspath(os.path.expanduser(os.fspath(path)))
+  try:
+    os.makedirs(path, exist_ok=True)
+    probe = os.path.join(path, f".write_test.{os.getpid()}")
+    with open(probe, "w") as f:
+      f.write("ok")
+    os.remove(probe)
+  except OSError as e:
+    raise PermissionError(
+        f"Cannot write to workdir {path!r} ({e.strerror or e}); {purpose} Pass a writable "
+        f"one, e.g. --config.workdir=/path/you/own.") from None
+  return path
+
+
 def append_jsonl(path: str | os.PathLike, row: dict[str, Any]) -> None:
   """Appends one JSON row (process 0 only) and flushes it to disk."""
   if jax.process_index() != 0:

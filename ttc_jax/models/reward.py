@@ -25,6 +25,7 @@ import functools
 from typing import Any, Callable
 
 import jax
+from jax.tree_util import keystr
 import jax.numpy as jnp
 import numpy as np
 import optax
@@ -80,18 +81,11 @@ def create(cfg: transformer.TransformerConfig, seed: int = 0) -> tuple[nnx.Graph
   return nnx.split(RewardModel(cfg, nnx.Rngs(seed)))
 
 
-def _key_name(key: Any) -> str:
-  for attr in ("key", "name", "idx"):
-    if hasattr(key, attr):
-      return str(getattr(key, attr))
-  return str(key)
-
-
 def _flat(tree: PyTree) -> dict[str, jax.Array]:
   """`{'trunk/blocks/0/attn/wq': array}` for an nnx.State or nested dict of arrays."""
   out = {}
   for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
-    names = [_key_name(k) for k in path]
+    names = [keystr((k,), simple=True) for k in path]
     if names and names[-1] == "value":  # nnx.Variable's array
       names = names[:-1]
     out["/".join(names)] = leaf
@@ -145,7 +139,7 @@ def from_lm(lm_state: PyTree, cfg: transformer.TransformerConfig,
     raise ValueError(msg)
 
   def copy(path, leaf):
-    name = "/".join(_key_name(k) for k in path)
+    name = keystr(path, simple=True, separator="/")
     name = name[:-len("/value")] if name.endswith("/value") else name
     if name.startswith("trunk/"):
       return jnp.asarray(lm[name[len("trunk/"):]], leaf.dtype)

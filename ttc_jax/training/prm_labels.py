@@ -256,7 +256,7 @@ def _label_shard(sampler: Sampler, params: Any, problems: Sequence[arithmetic.Pr
   for r in range(n):
     p0, prob = int(prompt_len[r]), problems[qidx[r]]
     gen = tokens[r, p0:p0 + int(lengths[r])]
-    e = [p0 + j for j in _step_ends(gen, sampler, tokenizer)]
+    e = [p0 + j for j in solution_step_ends(gen, sampler, tokenizer)]
     correct[r] = arithmetic.answer_correct(prob, tokenizer.decode(gen))
     lab = np.full(len(e), -1.0, np.float32)
     for i, end in enumerate(e):
@@ -296,7 +296,7 @@ def _label_shard(sampler: Sampler, params: Any, problems: Sequence[arithmetic.Pr
   return arrays, len(jobs) * num_rollouts
 
 
-def _step_ends(gen: np.ndarray, sampler: Sampler, tokenizer: CharTokenizer) -> list[int]:
+def solution_step_ends(gen: np.ndarray, sampler: Sampler, tokenizer: CharTokenizer) -> list[int]:
   """Index in `gen` of each step's last token ('\\n' or EOS; trailing blank lines join the step)."""
   term = (gen == sampler.step_id) | (gen == sampler.eos_id)
   text = ~term & (gen != sampler.pad_id) & (gen != tokenizer.bos_id)

@@ -21,6 +21,7 @@ import time
 from typing import Any, Callable
 
 import jax
+from jax.tree_util import keystr
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
@@ -156,19 +157,12 @@ def checkpoint_complete(workdir: str | os.PathLike, name: str, total_steps: int)
   return bool(steps) and max(steps) == total_steps
 
 
-def _key_name(key: Any) -> str:
-  for attr in ("key", "name", "idx"):
-    if hasattr(key, attr):
-      return str(getattr(key, attr))
-  return str(key)
-
-
 def _to_nested_dict(tree: PyTree) -> dict[str, Any]:
   """Any pytree (nnx.State, optax states) as nested str-keyed dicts of its leaves, for orbax."""
   out: dict[str, Any] = {}
   for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
     node = out
-    names = [_key_name(k) for k in path]
+    names = [keystr((k,), simple=True) for k in path]
     for n in names[:-1]:
       node = node.setdefault(n, {})
     node[names[-1]] = leaf
@@ -182,7 +176,7 @@ def _from_nested_dict(template: PyTree, nested: dict[str, Any]) -> PyTree:
   for path, _ in paths:
     node = nested
     for k in path:
-      node = node[_key_name(k)]
+      node = node[keystr((k,), simple=True)]
     leaves.append(node)
   return jax.tree.unflatten(treedef, leaves)
 
@@ -198,7 +192,7 @@ def _save(mgr: ocp.CheckpointManager, step: int, state: dict[str, PyTree]) -> No
 
 def _shapes(tree: PyTree) -> dict[str, tuple[tuple[int, ...], str]]:
   flat = jax.tree_util.tree_flatten_with_path(tree)[0]
-  return {"/".join(_key_name(k) for k in path): (tuple(x.shape), str(np.dtype(x.dtype)))
+  return {keystr(path, simple=True, separator="/"): (tuple(x.shape), str(np.dtype(x.dtype)))
           for path, x in flat}
 
 
@@ -235,22 +229,6 @@ def _restore(mgr: ocp.CheckpointManager, step: int, template: dict[str, PyTree],
 
 
 # ---- the loop ----
-
-def _check_writable(workdir: str | os.PathLike) -> str:
-  """Creates `workdir` and proves it writable before any compute is spent."""
-  path = os.path.abspath(os.path.expanduser(os.fspath(workdir)))
-  try:
-    os.makedirs(path, exist_ok=True)
-    probe = os.path.join(path, f".write_test.{os.getpid()}")
-    with open(probe, "w") as f:
-      f.write("ok")
-    os.remove(probe)
-  except OSError as e:
-    raise PermissionError(
-        f"Cannot write to workdir {path!r} ({e.strerror or e}); training needs it for "
-        f"checkpoints and metrics. Pass a writable directory.") from None
-  return path
-
 
 def _on_mesh(params: PyTree, mesh: Mesh) -> PyTree:
   """Keeps each leaf's sharding if it lives on `mesh`'s devices, else replicates it there."""
@@ -307,7 +285,8 @@ def train(params: PyTree, loss_fn: LossFn, batch_fn: Callable[[int], Batch], cfg
   pytree type as the input (an `nnx.State` stays an `nnx.State`); the input arrays are
   not donated. Metrics go to `<workdir>/metrics.jsonl` and `<workdir>/tensorboard/<name>`.
   """
-  workdir = _check_writable(workdir)
+  workdir = metrics_lib.ensure_writable_dir(
+      workdir, "training needs it for checkpoints and metrics.")
   ckpt_dir = _checkpoint_dir(workdir, name)
   is_main = jax.process_index() == 0
   mgr = _manager(ckpt_dir, cfg.keep_checkpoints)
