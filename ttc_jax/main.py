@@ -15,6 +15,9 @@ from ml_collections import config_flags
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Path to a config file with get_config(), e.g. configs/demo.py.",
     lock_config=True)
+_DISTRIBUTED = flags.DEFINE_bool(
+    "distributed", False, "Call jax.distributed.initialize() first (multi-host TPU/GPU pods; "
+    "the cluster is auto-detected). Every host runs the same command.")
 
 
 def main(argv: list[str]) -> None:
@@ -22,6 +25,9 @@ def main(argv: list[str]) -> None:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   if not flags.FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)  # keep orbax/tfds INFO logs out of the way
+  if _DISTRIBUTED.value:
+    import jax  # pylint: disable=g-import-not-at-top
+    jax.distributed.initialize()
   from ttc_jax import pipeline  # pylint: disable=g-import-not-at-top
   from ttc_jax.training import trainer  # pylint: disable=g-import-not-at-top
   try:
