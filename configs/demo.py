@@ -34,10 +34,10 @@ def get_config() -> ml_collections.ConfigDict:
   # PRM: Monte-Carlo soft labels (paper: 16 solutions x 16 rollouts), fine-tuned from the LM.
   c.prm = ml_collections.ConfigDict()
   c.prm.labels = ml_collections.ConfigDict(dict(
-      num_questions=250, num_solutions=16, num_rollouts=8, shard_size=25,
+      num_questions=600, num_solutions=16, num_rollouts=8, shard_size=50,
       prefixes_per_batch=64))
   c.prm.train = ml_collections.ConfigDict(dict(
-      total_steps=600, batch_size=64, learning_rate=1e-3, warmup_steps=50,
+      total_steps=800, batch_size=64, learning_rate=1e-3, warmup_steps=50,
       checkpoint_every=200, keep_checkpoints=2, log_every=50))
   # ORM: final-answer correctness of the same base-LM samples.
   c.orm = ml_collections.ConfigDict()
