@@ -1,0 +1,258 @@
+"""The search API shared by every test-time search strategy (paper §5).
+
+One signature for every strategy, registered by name so sweeps, figures and the
+FLOPs tables pick up a new strategy from one file and one decorator:
+
+  @register("my_search")
+  def search(prompts, policy, verifier, budget, config, rng) -> SearchResult: ...
+
+  result = get("beam")(prompts, policy, verifier, budget=16, config=SearchConfig(), rng=key)
+
+`prompts` are token prompts, one per problem (many problems per call).
+`SearchResult` carries the candidates, their per-step verifier scores, the
+selected answers and exact compute counts (DESIGN.md "Compute accounting"):
+what the strategy spent, never a formula guessed from the config. All
+validation (`validate_*`) runs on the host before any compute.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, Callable, Hashable, Protocol, Sequence
+
+import jax
+import numpy as np
+from flax import nnx
+
+from ttc_jax.data import arithmetic
+from ttc_jax.data.tokenizer import CharTokenizer
+from ttc_jax.models import reward
+from ttc_jax.sampling.sampler import Sampler
+from ttc_jax.search import selection
+
+Answer = Hashable | None
+SELECTIONS = ("weighted", "naive", "majority")
+
+
+# ---- bundles ----
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Policy:
+  """The base LM that proposes solutions: a `Sampler`, its params and tokenizer."""
+
+  sampler: Sampler
+  params: Any
+  tokenizer: CharTokenizer
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Verifier:
+  """A PRM (paper §5.1): `(graphdef, state)` of `models.reward` and the step aggregation.
+
+  Search calls only the three methods below, so a test (or another verifier
+  family) subclasses this and overrides them; `aggregation` ('last', 'min',
+  'prod'; the paper uses 'last') turns per-step scores into a solution score.
+  """
+
+  graphdef: nnx.GraphDef | None
+  state: Any
+  aggregation: str = "last"
+
+  def step_scores(self, tokens: np.ndarray, step_ends: np.ndarray) -> np.ndarray:
+    """Full pass: scores `[B, S]` in [0, 1] at `step_ends` (-1 padded) of rows `[B, T]`."""
+    return np.asarray(reward.step_scores(self.graphdef, self.state, tokens, step_ends))
+
+  def prefill(self, tokens: jax.Array, lengths: jax.Array, max_len: int) -> reward.ScoreState:
+    """Encodes right-padded prompts once (incremental scoring, DESIGN.md "Verifier")."""
+    return reward.prefill(self.graphdef, self.state, tokens, lengths, max_len)
+
+  def extend(self, score_state: reward.ScoreState, new_tokens: jax.Array,
+             new_lengths: jax.Array) -> tuple[reward.ScoreState, jax.Array]:
+    """Encodes only each row's new tokens; returns the state and the logit at its last one."""
+    return reward.extend(self.graphdef, self.state, score_state, new_tokens, new_lengths)
+
+
+@dataclasses.dataclass(frozen=True)
+class SearchConfig:
+  """Static settings of a search; each strategy reads the fields that concern it.
+
+  Attributes:
+    temperature, top_k, top_p: sampling of every generation (`top_k=0` disables it).
+    max_len: prompt + solution tokens per candidate (None: the policy's context window).
+    selection: final pick over the candidates (paper §5.1): 'weighted' best-of-N
+      (the paper's choice), 'naive' best-of-N, or 'majority' vote.
+    beam_width: M of beam search (paper §5.2), an int or 'sqrt' for M = √N.
+    max_rounds: beam search stops after this many steps (40 in the paper).
+    max_step_tokens: most tokens one beam-search step may generate.
+    answer_fn: parses a solution's text into its final answer (None if absent).
+  """
+
+  temperature: float = 1.0
+  top_k: int = 0
+  top_p: float = 1.0
+  max_len: int | None = None
+  selection: str = "weighted"
+  beam_width: int | str = 4
+  max_rounds: int = 40
+  max_step_tokens: int = 32
+  answer_fn: Callable[[str], Answer] = arithmetic.extract_answer
+
+
+@dataclasses.dataclass
+class SearchResult:
+  """What a search found and spent, per problem (lists / arrays of length num_problems).
+
+  Attributes:
+    tokens: per problem, `[K, L]` int32 generated tokens of its K final candidates
+      (prompt excluded, PAD after each candidate's end).
+    lengths: per problem, `[K]` generated tokens of each candidate.
+    texts, answers: per problem, each candidate's decoded text and parsed answer.
+    step_scores: per problem, `[K, S]` float32 verifier score of each step (NaN padded).
+    scores: per problem, `[K]` solution score (the verifier's aggregation of its steps).
+    selected: per problem, the answer picked by `config.selection`.
+    samples: `[P]` generations started (full solutions for best-of-N, steps for beam search).
+    generated_tokens: `[P]` tokens the policy generated (discarded candidates included).
+    verifier_tokens: `[P]` real (non-padding) tokens the verifier encoded.
+  """
+
+  tokens: list[np.ndarray]
+  lengths: list[np.ndarray]
+  texts: list[list[str]]
+  answers: list[list[Answer]]
+  step_scores: list[np.ndarray]
+  scores: list[np.ndarray]
+  selected: list[Answer]
+  samples: np.ndarray
+  generated_tokens: np.ndarray
+  verifier_tokens: np.ndarray
+
+
+class SearchFn(Protocol):
+
+  def __call__(self, prompts: Sequence[Sequence[int]], policy: Policy, verifier: Verifier,
+               budget: int, config: SearchConfig, rng: jax.Array) -> SearchResult:
+    ...
+
+
+# ---- registry ----
+
+_REGISTRY: dict[str, SearchFn] = {}
+
+
+def register(name: str) -> Callable[[SearchFn], SearchFn]:
+  """Decorator: makes a search function available as `get(name)`."""
+  def wrap(fn: SearchFn) -> SearchFn:
+    if name in _REGISTRY and _REGISTRY[name] is not fn:
+      raise ValueError(f"A search strategy named {name!r} is already registered "
+                       f"({_REGISTRY[name].__module__}); pick another name.")
+    _REGISTRY[name] = fn
+    return fn
+  return wrap
+
+
+def get(name: str) -> SearchFn:
+  """The search function registered as `name`."""
+  _import_builtins()
+  if name not in _REGISTRY:
+    raise ValueError(f"Unknown search strategy {name!r}; registered: {registered()}.")
+  return _REGISTRY[name]
+
+
+def registered() -> list[str]:
+  """Names of all registered strategies, sorted."""
+  _import_builtins()
+  return sorted(_REGISTRY)
+
+
+def _import_builtins() -> None:
+  # The built-in strategies register themselves on import.
+  from ttc_jax.search import beam, best_of_n  # pylint: disable=g-import-not-at-top,unused-import
+
+
+# ---- validation (host-side, before any compute) ----
+
+def validate(prompts: Sequence[Sequence[int]], policy: Policy, verifier: Verifier,
+             budget: int, config: SearchConfig) -> int:
+  """Checks what every strategy needs; returns the total length `max_len` to decode into."""
+  if isinstance(budget, bool) or not isinstance(budget, (int, np.integer)) or budget < 1:
+    raise ValueError(f"budget={budget!r}: the number of generations N must be an int >= 1 "
+                     f"(the paper sweeps 1 … 256).")
+  if not len(prompts):
+    raise ValueError("search() needs at least one problem prompt.")
+  if config.selection not in SELECTIONS:
+    raise ValueError(f"selection={config.selection!r}; choose one of {SELECTIONS}.")
+  if verifier.aggregation not in reward.AGGREGATIONS:
+    raise ValueError(f"Verifier aggregation={verifier.aggregation!r}; choose one of "
+                     f"{reward.AGGREGATIONS}.")
+  if config.temperature < 0:
+    raise ValueError(f"temperature={config.temperature} must be >= 0 (0 is greedy).")
+  if config.top_k < 0:
+    raise ValueError(f"top_k={config.top_k} must be >= 0 (0 disables top-k).")
+  if not 0 < config.top_p <= 1:
+    raise ValueError(f"top_p={config.top_p} must be in (0, 1].")
+  max_len = config.max_len or policy.sampler.context_len
+  if max_len > policy.sampler.context_len:
+    raise ValueError(f"max_len={max_len} exceeds the policy's context window "
+                     f"({policy.sampler.context_len}); lower SearchConfig.max_len.")
+  for i, p in enumerate(prompts):
+    if len(p) < 1:
+      raise ValueError(f"Prompt {i} is empty; every prompt needs at least one token (e.g. BOS).")
+    if len(p) >= max_len:
+      raise ValueError(f"Prompt {i} has {len(p)} tokens, leaving no room to generate within "
+                       f"max_len={max_len}; shorten it or raise SearchConfig.max_len.")
+  return max_len
+
+
+def beam_width(budget: int, config: SearchConfig) -> int:
+  """M for budget N (paper §5.2: M = 4 or M = √N); raises unless M divides N."""
+  m = config.beam_width
+  if m == "sqrt":
+    m = math.isqrt(budget)
+    if m * m != budget:
+      raise ValueError(f"beam_width='sqrt' needs a square budget, got N={budget}; use "
+                       f"N in (1, 4, 16, 64, 256) or an int beam_width.")
+  if isinstance(m, bool) or not isinstance(m, (int, np.integer)) or m < 1:
+    raise ValueError(f"beam_width={config.beam_width!r}; use an int >= 1 or 'sqrt'.")
+  if budget < m:
+    raise ValueError(f"budget N={budget} is smaller than the beam width M={m}; beam search "
+                     f"keeps N/M beams, so use N >= M (e.g. N={m}).")
+  if budget % m:
+    raise ValueError(f"budget N={budget} is not divisible by the beam width M={m}; beam "
+                     f"search keeps N/M beams, so use N a multiple of M "
+                     f"(e.g. N={budget - budget % m} or {budget - budget % m + m}).")
+  if config.max_rounds < 1:
+    raise ValueError(f"max_rounds={config.max_rounds} must be >= 1 (40 in the paper).")
+  if config.max_step_tokens < 1:
+    raise ValueError(f"max_step_tokens={config.max_step_tokens} must be >= 1.")
+  return int(m)
+
+
+# ---- shared helpers ----
+
+def select(answers: Sequence[Answer], scores: Sequence[float], how: str) -> Answer:
+  """The final pick among candidates by `how` in SELECTIONS (paper §5.1)."""
+  if how == "weighted":
+    return selection.weighted_best_of_n(answers, scores)
+  if how == "naive":
+    return selection.best_of_n(answers, scores)
+  return selection.majority_vote(answers)
+
+
+def aggregate(step_scores: np.ndarray, num_steps: np.ndarray, how: str) -> np.ndarray:
+  """Solution scores `[K]` from per-step scores `[K, S]` (NaN = no step): numpy `reward.aggregate`.
+
+  On the host so that candidate counts varying between calls compile nothing.
+  """
+  scores = np.nan_to_num(np.asarray(step_scores, np.float32).reshape(len(num_steps), -1))
+  num_steps = np.asarray(num_steps, np.int64)
+  if not scores.shape[1]:
+    return np.zeros((len(num_steps),), np.float32)
+  valid = np.arange(scores.shape[1])[None, :] < num_steps[:, None]
+  if how == "last":
+    out = np.take_along_axis(scores, np.maximum(num_steps - 1, 0)[:, None], axis=1)[:, 0]
+  elif how == "min":
+    out = np.where(valid, scores, 1.0).min(axis=1, initial=1.0)
+  else:
+    out = np.where(valid, scores, 1.0).prod(axis=1)
+  return np.where(num_steps > 0, out, 0.0).astype(np.float32)

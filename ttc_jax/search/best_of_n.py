@@ -1,0 +1,68 @@
+"""Best-of-N (paper §5.1): N full solutions per problem, scored by the PRM, one picked.
+
+Each prompt is prefilled once and broadcast to its N samples (stop at EOS). The
+PRM scores every step of every sample in one full pass; a solution's score is
+the verifier's aggregation of its step scores ('last' in the paper), and the
+answer is picked by `config.selection`: weighted best-of-N (the paper's choice),
+naive best-of-N or majority vote.
+
+Counts: `samples` = N per problem; `generated_tokens` = the samples' lengths;
+`verifier_tokens` = prompt + solution tokens of every sample (the full pass
+encodes each sample's prompt; padding is not counted).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ttc_jax.search import base
+from ttc_jax.training.prm_labels import solution_step_ends
+
+
+@base.register("best_of_n")
+def best_of_n(prompts: Sequence[Sequence[int]], policy: base.Policy, verifier: base.Verifier,
+              budget: int, config: base.SearchConfig, rng: jax.Array) -> base.SearchResult:
+  """N = `budget` independent solutions per problem, the answer picked by the verifier."""
+  max_len = base.validate(prompts, policy, verifier, budget, config)
+  sampler, tok, n = policy.sampler, policy.tokenizer, int(budget)
+  state, out = sampler.sample(policy.params, prompts, rng, num_samples=n, max_len=max_len,
+                              stop="eos", temperature=config.temperature, top_k=config.top_k,
+                              top_p=config.top_p)
+  rows = np.asarray(state.tokens)
+  lengths = np.asarray(out.lengths).astype(np.int64)
+  prompt_len = np.repeat([len(p) for p in prompts], n).astype(np.int64)
+
+  # Step ends as in PRM training (`prm_labels.solution_step_ends`); a fixed width
+  # (a step has >= 2 tokens) keeps the verifier's compiled shape constant.
+  width = max_len // 2 + 1
+  ends = np.full((len(rows), width), -1, np.int32)
+  for i, (row, start, length) in enumerate(zip(rows, prompt_len, lengths)):
+    e = solution_step_ends(row[start:start + length], sampler, tok)
+    ends[i, :len(e)] = np.asarray(e, np.int64) + start
+  step_scores = verifier.step_scores(jnp.asarray(rows), jnp.asarray(ends))
+  num_steps = (ends >= 0).sum(1)
+
+  result = base.SearchResult(tokens=[], lengths=[], texts=[], answers=[], step_scores=[], scores=[],
+                             selected=[], samples=np.full((len(prompts),), n, np.int64),
+                             generated_tokens=lengths.reshape(-1, n).sum(1),
+                             verifier_tokens=(prompt_len + lengths).reshape(-1, n).sum(1))
+  gen = np.asarray(out.tokens)
+  for q in range(len(prompts)):
+    sl = slice(q * n, (q + 1) * n)
+    s = int(num_steps[sl].max(initial=0))
+    per_step = np.where(ends[sl, :s] >= 0, step_scores[sl, :s], np.nan).astype(np.float32)
+    scores = base.aggregate(per_step, num_steps[sl], verifier.aggregation)
+    texts = [tok.decode(g[:l]) for g, l in zip(gen[sl], lengths[sl])]
+    answers = [config.answer_fn(t) for t in texts]
+    result.tokens.append(gen[sl, :int(lengths[sl].max(initial=0))])
+    result.lengths.append(lengths[sl])
+    result.texts.append(texts)
+    result.answers.append(answers)
+    result.step_scores.append(per_step)
+    result.scores.append(scores)
+    result.selected.append(base.select(answers, scores, config.selection))
+  return result
