@@ -115,3 +115,14 @@ def test_corrupt_checkpoint_is_a_clear_error_and_keeps_data(tmp_path, finished_r
   # Nothing finished is lost: the prepared data and metrics are still there.
   assert os.path.isdir(workdir / "data")
   assert (workdir / "metrics.jsonl").stat().st_size > 0
+
+
+def test_later_stage_config_errors_come_before_any_compute(tmp_path):
+  with pytest.raises(ValueError, match=r"budgets \[3\] must divide max_n=8"):
+    pipeline.Job(_config(tmp_path, **{"verifier_eval.budgets": (2, 3)}))
+  c = _config(tmp_path)
+  c.prm.train.unlock()
+  c.prm.train.bogus = 1
+  with pytest.raises(ValueError, match=r"Unknown key\(s\) \['bogus'\] in config.prm.train"):
+    pipeline.Job(c)
+  assert not os.path.exists(tmp_path / "checkpoints")

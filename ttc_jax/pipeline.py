@@ -63,6 +63,14 @@ class VerifierEvalConfig:
   aggregation: str = "last"
   batch_prompts: int = 16
 
+  def __post_init__(self):
+    bad = [n for n in self.budgets if n < 1 or self.max_n % n]
+    if bad:
+      raise ValueError(f"verifier_eval.budgets {bad} must divide max_n={self.max_n}.")
+    if self.aggregation not in reward.AGGREGATIONS:
+      raise ValueError(f"verifier_eval.aggregation={self.aggregation!r}; choose one of "
+                       f"{reward.AGGREGATIONS}.")
+
 
 def dataclass_from_config(cls, section: ml_collections.ConfigDict | dict, name: str, **extra):
   """Builds a frozen config dataclass, naming unknown keys and the valid ones."""
@@ -99,6 +107,13 @@ class Job:
         transformer.TransformerConfig, config.model, "model", vocab_size=self.tokenizer.vocab_size)
     self.train_cfg = trainer.TrainConfig.from_config(config.train)
     self.eval_cfg = dataclass_from_config(EvalConfig, config.eval, "eval")
+    # Every section is validated here, before any compute is spent.
+    self.prm_label_cfg = dataclass_from_config(PRMLabelConfig, config.prm.labels, "prm.labels")
+    self.reward_train_cfg = {name: trainer.TrainConfig.from_config(config[name].train,
+                                                                  f"{name}.train")
+                             for name in ("prm", "orm")}
+    self.verifier_cfg = dataclass_from_config(VerifierEvalConfig, config.verifier_eval,
+                                              "verifier_eval")
     self.levels = levels_from_config(config)
     self.mesh = mesh_lib.make_mesh(data=config.mesh.data or None, model=config.mesh.model)
     self.metrics_path = os.path.join(self.workdir, "metrics.jsonl")
@@ -158,7 +173,7 @@ class Job:
                                              int(levels[i])) for i in idx]
 
   def prm_labels(self) -> None:
-    cfg = dataclass_from_config(PRMLabelConfig, self.config.prm.labels, "prm.labels")
+    cfg = self.prm_label_cfg
     self.label_problems = self.train_problems(cfg.num_questions)
     out = os.path.join(self.workdir, "prm_labels")
     stats = prm_labels.generate_labels(
@@ -171,10 +186,9 @@ class Job:
              f"{stats['fraction_correct']:.3f} correct, mean label {stats['mean_label']:.3f}")
 
   def _train_reward(self, name: str, loss, arrays: dict[str, np.ndarray]):
-    section = self.config[name]
     graphdef, state = reward.from_lm(self.params, self.model_cfg, self.config.seed)
     state = mesh_lib.shard_params(state, self.mesh)
-    cfg = trainer.TrainConfig.from_config(section.train)
+    cfg = self.reward_train_cfg[name]
     apply_fn = lambda params, tokens: reward.apply(graphdef, params, tokens)[0]
     state = trainer.train(state, loss(apply_fn), epoch_batches(arrays, cfg.batch_size,
                                                                self.config.seed),
@@ -204,7 +218,7 @@ class Job:
         result = json.load(f)
       self.log("verifier eval", "already complete; skipped")
     else:
-      cfg = dataclass_from_config(VerifierEvalConfig, self.config.verifier_eval, "verifier_eval")
+      cfg = self.verifier_cfg
       problems = [arithmetic.Problem.from_question(str(q), int(l)) for q, l in
                   zip(self.test_split["question"], self.test_split["level"])]
       result = evaluate_verifiers(self, problems, cfg, jax.random.key(self.config.seed + 2))
@@ -260,9 +274,6 @@ def evaluate_verifiers(job: "Job", problems: list[arithmetic.Problem], cfg: Veri
   ORM-weighted best-of-N and majority voting, averaged over the `max_n / N`
   disjoint groups of N samples of every question (paper §5.1).
   """
-  bad = [n for n in cfg.budgets if n < 1 or cfg.max_n % n]
-  if bad:
-    raise ValueError(f"verifier_eval.budgets {bad} must divide max_n={cfg.max_n}.")
   tok, k = job.tokenizer, cfg.max_n
   prm_g, prm_s = job.prm
   orm_g, orm_s = job.orm

@@ -80,17 +80,18 @@ class TrainConfig:
                          f"it must be {want}.")
 
   @classmethod
-  def from_config(cls, config: ml_collections.ConfigDict | dict) -> "TrainConfig":
+  def from_config(cls, config: ml_collections.ConfigDict | dict,
+                  section: str = "train") -> "TrainConfig":
     """Builds from a `config.train` section, naming unknown keys and the valid ones."""
     values = dict(config)
     valid = [f.name for f in dataclasses.fields(cls)]
     unknown = sorted(set(values) - set(valid))
     if unknown:
-      raise ValueError(f"Unknown key(s) {unknown} in config.train; valid keys: {valid}.")
+      raise ValueError(f"Unknown key(s) {unknown} in config.{section}; valid keys: {valid}.")
     missing = [f.name for f in dataclasses.fields(cls)
                if f.default is dataclasses.MISSING and f.name not in values]
     if missing:
-      raise ValueError(f"config.train is missing required key(s) {missing}.")
+      raise ValueError(f"config.{section} is missing required key(s) {missing}.")
     return cls(**values)
 
 
