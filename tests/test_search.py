@@ -262,9 +262,3 @@ def test_next_pool_keeps_finished_and_leaves_their_share_idle():
   assert expand.sum() == 4
 
 
-@pytest.mark.parametrize("how", ["last", "min", "prod"])
-def test_host_aggregate_matches_reward_aggregate(how):
-  scores = np.random.default_rng(0).uniform(size=(5, 4)).astype(np.float32)
-  num_steps = np.array([0, 1, 2, 4, 3])
-  np.testing.assert_allclose(base.aggregate(scores, num_steps, how),
-                             reward.aggregate(scores, num_steps, how), rtol=1e-6)

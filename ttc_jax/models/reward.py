@@ -182,24 +182,27 @@ def step_scores(graphdef: nnx.GraphDef, state: PyTree, tokens: jax.Array,
   return jnp.where(step_ends >= 0, jax.nn.sigmoid(_at(logits, step_ends)), 0.0)
 
 
-def aggregate(scores: jax.Array, num_steps: jax.Array, how: str = "last") -> jax.Array:
+def aggregate(scores: np.ndarray, num_steps: np.ndarray, how: str = "last") -> np.ndarray:
   """One score `[B]` per solution from its first `num_steps` step scores (paper §5.1 uses 'last').
 
   'min' and 'prod' are the alternatives the paper compares against. Rows with no
-  scored step get 0.
+  scored step get 0; NaN (unscored) entries count as 0. Runs on the host in numpy,
+  so candidate counts that vary between calls compile nothing.
   """
   if how not in AGGREGATIONS:
     raise ValueError(f"Unknown step aggregation how={how!r}; choose one of {AGGREGATIONS}.")
-  scores = jnp.asarray(scores, jnp.float32)
-  num_steps = jnp.asarray(num_steps, jnp.int32)
-  valid = jnp.arange(scores.shape[1])[None, :] < num_steps[:, None]
+  num_steps = np.asarray(num_steps, np.int64)
+  scores = np.nan_to_num(np.asarray(scores, np.float32).reshape(len(num_steps), -1))
+  if not scores.shape[1]:
+    return np.zeros((len(num_steps),), np.float32)
+  valid = np.arange(scores.shape[1])[None, :] < num_steps[:, None]
   if how == "last":
-    out = jnp.take_along_axis(scores, jnp.maximum(num_steps - 1, 0)[:, None], axis=1)[:, 0]
+    out = np.take_along_axis(scores, np.maximum(num_steps - 1, 0)[:, None], axis=1)[:, 0]
   elif how == "min":
-    out = jnp.min(jnp.where(valid, scores, 1.0), axis=1)
+    out = np.where(valid, scores, 1.0).min(axis=1, initial=1.0)
   else:
-    out = jnp.prod(jnp.where(valid, scores, 1.0), axis=1)
-  return jnp.where(num_steps > 0, out, 0.0)
+    out = np.where(valid, scores, 1.0).prod(axis=1)
+  return np.where(num_steps > 0, out, 0.0).astype(np.float32)
 
 
 def find_step_ends(tokens: np.ndarray, step_id: int, eos_id: int,

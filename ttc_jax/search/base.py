@@ -127,6 +127,21 @@ class SearchResult:
   generated_tokens: np.ndarray
   verifier_tokens: np.ndarray
 
+  def add_problem(self, gen: np.ndarray, lengths: np.ndarray, per_step: np.ndarray,
+                  num_steps: np.ndarray, verifier: "Verifier", tokenizer: Any,
+                  config: "SearchConfig") -> None:
+    """Appends one problem's final candidates: scores, texts, answers and the selection."""
+    scores = reward.aggregate(per_step, num_steps, verifier.aggregation)
+    texts = [tokenizer.decode(g[:n]) for g, n in zip(gen, lengths)]
+    answers = [config.answer_fn(t) for t in texts]
+    self.tokens.append(gen)
+    self.lengths.append(np.asarray(lengths, np.int64))
+    self.texts.append(texts)
+    self.answers.append(answers)
+    self.step_scores.append(per_step)
+    self.scores.append(scores)
+    self.selected.append(select(answers, scores, config.selection))
+
 
 class SearchFn(Protocol):
 
@@ -239,20 +254,3 @@ def select(answers: Sequence[Answer], scores: Sequence[float], how: str) -> Answ
   return selection.majority_vote(answers)
 
 
-def aggregate(step_scores: np.ndarray, num_steps: np.ndarray, how: str) -> np.ndarray:
-  """Solution scores `[K]` from per-step scores `[K, S]` (NaN = no step): numpy `reward.aggregate`.
-
-  On the host so that candidate counts varying between calls compile nothing.
-  """
-  scores = np.nan_to_num(np.asarray(step_scores, np.float32).reshape(len(num_steps), -1))
-  num_steps = np.asarray(num_steps, np.int64)
-  if not scores.shape[1]:
-    return np.zeros((len(num_steps),), np.float32)
-  valid = np.arange(scores.shape[1])[None, :] < num_steps[:, None]
-  if how == "last":
-    out = np.take_along_axis(scores, np.maximum(num_steps - 1, 0)[:, None], axis=1)[:, 0]
-  elif how == "min":
-    out = np.where(valid, scores, 1.0).min(axis=1, initial=1.0)
-  else:
-    out = np.where(valid, scores, 1.0).prod(axis=1)
-  return np.where(num_steps > 0, out, 0.0).astype(np.float32)

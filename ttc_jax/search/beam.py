@@ -36,6 +36,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ttc_jax.models import reward
 from ttc_jax.search import base
 
 
@@ -109,7 +110,7 @@ def beam_search(prompts: Sequence[Sequence[int]], policy: base.Policy, verifier:
     if r + 1 == config.max_rounds:
       break
 
-    scores = base.aggregate(hist, num_steps, verifier.aggregation)
+    scores = reward.aggregate(hist, num_steps, verifier.aggregation)
     pools = [_next_pool(n, m, alive[q * n:(q + 1) * n], finished[q * n:(q + 1) * n],
                         scores[q * n:(q + 1) * n]) for q in range(num_problems)]
     expand = np.concatenate([e for *_, e in pools])
@@ -141,14 +142,5 @@ def _result(state, hist, num_steps, alive, prompt_len, n, tok, verifier, config,
       gen[i, :length] = row[start:start + length]
     steps = int(num_steps[keep].max(initial=0))
     per_step = hist[keep, :steps]
-    scores = base.aggregate(per_step, num_steps[keep], verifier.aggregation)
-    texts = [tok.decode(g[:length]) for g, length in zip(gen, lengths)]
-    answers = [config.answer_fn(t) for t in texts]
-    result.tokens.append(gen)
-    result.lengths.append(lengths.astype(np.int64))
-    result.texts.append(texts)
-    result.answers.append(answers)
-    result.step_scores.append(per_step)
-    result.scores.append(scores)
-    result.selected.append(base.select(answers, scores, config.selection))
+    result.add_problem(gen, lengths, per_step, num_steps[keep], verifier, tok, config)
   return result

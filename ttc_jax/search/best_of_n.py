@@ -55,14 +55,6 @@ def best_of_n(prompts: Sequence[Sequence[int]], policy: base.Policy, verifier: b
     sl = slice(q * n, (q + 1) * n)
     s = int(num_steps[sl].max(initial=0))
     per_step = np.where(ends[sl, :s] >= 0, step_scores[sl, :s], np.nan).astype(np.float32)
-    scores = base.aggregate(per_step, num_steps[sl], verifier.aggregation)
-    texts = [tok.decode(g[:l]) for g, l in zip(gen[sl], lengths[sl])]
-    answers = [config.answer_fn(t) for t in texts]
-    result.tokens.append(gen[sl, :int(lengths[sl].max(initial=0))])
-    result.lengths.append(lengths[sl])
-    result.texts.append(texts)
-    result.answers.append(answers)
-    result.step_scores.append(per_step)
-    result.scores.append(scores)
-    result.selected.append(base.select(answers, scores, config.selection))
+    result.add_problem(gen[sl, :int(lengths[sl].max(initial=0))], lengths[sl], per_step,
+                       num_steps[sl], verifier, tok, config)
   return result
