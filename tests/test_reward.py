@@ -234,3 +234,11 @@ def test_mismatched_config_names_both_shapes(tiny):
     reward.apply(lm_graphdef, lm_state, jnp.zeros((1, 4), jnp.int32))
   with pytest.raises(ValueError, match="does not fit the graphdef"):
     reward.apply(lm_graphdef, state, jnp.zeros((1, 4), jnp.int32))
+
+
+def test_find_step_ends_uses_the_label_rule_for_blank_lines():
+  """Same rule as the PRM labels: blank lines join a step; '\\n' then EOS ends at the EOS."""
+  B, S, E, P = 1, 9, 2, 0
+  tokens = np.array([[B, 7, S, 4, S, S, 5, S, E, P]])
+  np.testing.assert_array_equal(reward.find_step_ends(tokens, S, E, start=3), [[5, 8]])
+  assert reward.step_ends_1d(tokens[0, 3:], S, E) == [2, 5]

@@ -45,6 +45,7 @@ from jax.sharding import Mesh
 
 from ttc_jax.data import arithmetic
 from ttc_jax.data.tokenizer import CharTokenizer
+from ttc_jax.models import reward
 from ttc_jax.sampling.sampler import Sampler
 
 TEMPERATURE = 1.0  # paper §5.1: solutions and rollouts are sampled at temperature 1.
@@ -297,17 +298,9 @@ def _label_shard(sampler: Sampler, params: Any, problems: Sequence[arithmetic.Pr
 
 
 def solution_step_ends(gen: np.ndarray, sampler: Sampler, tokenizer: CharTokenizer) -> list[int]:
-  """Index in `gen` of each step's last token ('\\n' or EOS; trailing blank lines join the step)."""
-  term = (gen == sampler.step_id) | (gen == sampler.eos_id)
-  text = ~term & (gen != sampler.pad_id) & (gen != tokenizer.bos_id)
-  out, has_text = [], False
-  for j in range(len(gen)):
-    if text[j]:
-      has_text = True
-    elif term[j] and has_text and not (j + 1 < len(gen) and term[j + 1]):
-      out.append(j)
-      has_text = False
-  return out
+  """Index in `gen` of each step's last token, by the shared rule `reward.step_ends_1d`."""
+  return reward.step_ends_1d(gen, sampler.step_id, sampler.eos_id, sampler.pad_id,
+                             tokenizer.bos_id)
 
 
 def _pad_batch(rows: list, size: int, mesh: Mesh | None) -> list:
