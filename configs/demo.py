@@ -45,7 +45,8 @@ def get_config() -> ml_collections.ConfigDict:
       total_steps=300, batch_size=64, learning_rate=1e-3, warmup_steps=30,
       checkpoint_every=100, keep_checkpoints=2, log_every=50))
   c.verifier_eval = ml_collections.ConfigDict(dict(
-      max_n=64, budgets=(4, 16, 64), aggregation="last", batch_prompts=16))
+      max_n=64, budgets=(4, 16, 64), aggregation="last", batch_prompts=16,
+      mc_label_questions=100))
 
   c.mesh = ml_collections.ConfigDict(dict(data=0, model=1))  # data=0: all devices
   return c

@@ -28,5 +28,5 @@ def get_config() -> ml_collections.ConfigDict:
                      log_every=5)
   c.orm.train.update(total_steps=10, batch_size=8, warmup_steps=2, checkpoint_every=5,
                      log_every=5)
-  c.verifier_eval.update(max_n=8, budgets=(2, 8), batch_prompts=8)
+  c.verifier_eval.update(max_n=8, budgets=(2, 8), batch_prompts=8, mc_label_questions=4)
   return c

@@ -62,6 +62,7 @@ class VerifierEvalConfig:
   budgets: tuple[int, ...] = (4, 16, 64)
   aggregation: str = "last"
   batch_prompts: int = 16
+  mc_label_questions: int = 100  # held-out test questions given MC labels for their AUROC
 
   def __post_init__(self):
     bad = [n for n in self.budgets if n < 1 or self.max_n % n]
@@ -222,7 +223,8 @@ class Job:
       problems = [arithmetic.Problem.from_question(str(q), int(l)) for q, l in
                   zip(self.test_split["question"], self.test_split["level"])]
       result = evaluate_verifiers(self, problems, cfg, jax.random.key(self.config.seed + 2))
-      result["mc_label_step_auroc"] = _rounded(prm_labels.step_label_auroc(
+      result["mc_label_step_auroc"] = self.heldout_label_auroc(problems)
+      result["mc_label_step_auroc_train"] = _rounded(prm_labels.step_label_auroc(
           self.prm_data, self.label_problems, self.tokenizer))
       with open(path + ".tmp", "w") as f:
         json.dump(result, f, indent=2)
@@ -230,11 +232,27 @@ class Job:
       metrics.append_jsonl(self.metrics_path, {"stage": "verifier_eval", **result})
     metrics.update_summary(self.workdir, prm_step_auroc=result["prm_step_auroc"],
                            mc_label_step_auroc=result["mc_label_step_auroc"],
+                           mc_label_step_auroc_train=result["mc_label_step_auroc_train"],
                            bon=result["bon"])
     self.log("verifier eval", f"prm_step_auroc={result['prm_step_auroc']} "
              f"mc_label_step_auroc={result['mc_label_step_auroc']}")
     print(format_bon(result["bon"]), flush=True)
     return result
+
+  def heldout_label_auroc(self, problems: list[arithmetic.Problem]) -> float | None:
+    """AUROC of MC soft labels for the exact step checker on held-out (test) questions."""
+    cfg, n = self.prm_label_cfg, self.verifier_cfg.mc_label_questions
+    levels = np.asarray([p.level for p in problems])
+    per = -(-n // len(np.unique(levels)))
+    held = [problems[i] for lv in np.unique(levels) for i in np.flatnonzero(levels == lv)[:per]]
+    out = os.path.join(self.workdir, "prm_labels_heldout")
+    prm_labels.generate_labels(
+        self.sampler, self.params, held[:n], self.tokenizer, out,
+        num_solutions=cfg.num_solutions, num_rollouts=cfg.num_rollouts,
+        shard_size=cfg.shard_size, max_len=self.model_cfg.max_len, seed=self.config.seed + 3,
+        prefixes_per_batch=cfg.prefixes_per_batch, mesh=self.mesh)
+    return _rounded(prm_labels.step_label_auroc(prm_labels.load_labels(out), held[:n],
+                                                self.tokenizer))
 
   def run(self) -> dict[str, Any]:
     with open(os.path.join(self.workdir, "config.json"), "w") as f:
