@@ -305,14 +305,12 @@ def evaluate_verifiers(job: "Job", problems: list[arithmetic.Problem], cfg: Veri
                                max_len=job.model_cfg.max_len, stop="eos", temperature=1.0,
                                mesh=job.mesh)
     tokens = np.asarray(st.tokens)
-    ends = np.full((len(tokens), job.model_cfg.max_len), -1, np.int32)
-    num_steps = np.zeros(len(tokens), np.int32)
-    for r, row in enumerate(tokens):
-      p0 = len(prompts[r // k])
-      e = [p0 + j for j in prm_labels.solution_step_ends(row[p0:], job.sampler, tok)]
-      ends[r, :len(e)] = e
-      num_steps[r] = len(e)
-    ends = ends[:, :max(1, int(num_steps.max()))]
+    # A fixed width (a step has >= 2 tokens) keeps the scorers' compiled shape constant.
+    ends = reward.find_step_ends(tokens, tok.step_id, tok.eos_id,
+                                 np.repeat([len(p) for p in prompts], k),
+                                 max_steps=job.model_cfg.max_len // 2 + 1, pad_id=tok.pad_id,
+                                 bos_id=tok.bos_id)
+    num_steps = (ends >= 0).sum(1)
     prm_steps = np.asarray(reward.step_scores(prm_g, prm_s, st.tokens, ends))
     orm_steps = np.asarray(reward.step_scores(orm_g, orm_s, st.tokens, ends))
     prm_final.append(np.asarray(reward.aggregate(prm_steps, num_steps, cfg.aggregation)))

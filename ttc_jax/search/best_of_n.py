@@ -19,8 +19,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ttc_jax.models import reward
 from ttc_jax.search import base
-from ttc_jax.training.prm_labels import solution_step_ends
 
 
 @base.register("best_of_n")
@@ -36,13 +36,10 @@ def best_of_n(prompts: Sequence[Sequence[int]], policy: base.Policy, verifier: b
   lengths = np.asarray(out.lengths).astype(np.int64)
   prompt_len = np.repeat([len(p) for p in prompts], n).astype(np.int64)
 
-  # Step ends as in PRM training (`prm_labels.solution_step_ends`); a fixed width
-  # (a step has >= 2 tokens) keeps the verifier's compiled shape constant.
-  width = max_len // 2 + 1
-  ends = np.full((len(rows), width), -1, np.int32)
-  for i, (row, start, length) in enumerate(zip(rows, prompt_len, lengths)):
-    e = solution_step_ends(row[start:start + length], sampler, tok)
-    ends[i, :len(e)] = np.asarray(e, np.int64) + start
+  # Step ends by the rule PRM labels use; a fixed width (a step has >= 2 tokens)
+  # keeps the verifier's compiled shape constant.
+  ends = reward.find_step_ends(rows, tok.step_id, tok.eos_id, prompt_len,
+                               max_steps=max_len // 2 + 1, pad_id=tok.pad_id, bos_id=tok.bos_id)
   step_scores = verifier.step_scores(jnp.asarray(rows), jnp.asarray(ends))
   num_steps = (ends >= 0).sum(1)
 
