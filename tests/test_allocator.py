@@ -37,11 +37,15 @@ def test_ties_share_a_bin_and_bins_stay_balanced():
   np.testing.assert_array_equal(difficulty.quantile_bins([1, 1, 1, 0, 0, 0]),
                                 [2, 2, 2, 4, 4, 4])
   np.testing.assert_array_equal(difficulty.quantile_bins(np.zeros(4)), [3, 3, 3, 3])
-  # Never a tied pair split, on random coarse values.
-  values = rng.integers(0, 6, size=97) / 5
-  bins = difficulty.quantile_bins(values)
-  for v in np.unique(values):
-    assert len(set(bins[values == v])) == 1
+  # On random coarse values: ties never split, easier never at a higher level, and as
+  # many non-empty levels as there are distinct values (up to 5).
+  for _ in range(50):
+    values = rng.integers(0, rng.integers(1, 9), size=rng.integers(1, 60)) / 4
+    bins = difficulty.quantile_bins(values)
+    for v in np.unique(values):
+      assert len(set(bins[values == v])) == 1
+    assert (np.diff(bins[np.argsort(-values, kind="stable")]) >= 0).all()
+    assert len(np.unique(bins)) == min(len(np.unique(values)), 5)
 
 
 def test_predicted_bins_use_mean_score():

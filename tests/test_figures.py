@@ -31,6 +31,14 @@ def test_accuracy_vs_budget(tmp_path):
   assert got == want
 
 
+def test_budget_axis_labels_the_paper_budgets():
+  fig, ax = figures._figure()
+  figures._budget_axis(ax, [2 ** i for i in range(9)])
+  labels = [t.get_text() for t in ax.get_xticklabels()]
+  assert labels == ["1", "", "4", "", "16", "", "64", "", "256"]
+  assert ax.get_xscale() == "log"
+
+
 def test_difficulty_bars(tmp_path):
   acc = {"beam": {1: 0.9, 2: 0.7, 3: 0.5, 4: 0.3, 5: 0.1}, "best-of-N": {1: 0.95, 5: 0.05}}
   png, csv_path = figures.difficulty_bars(str(tmp_path / "bars.png"), acc, budget=64)

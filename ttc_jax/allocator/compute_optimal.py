@@ -1,4 +1,4 @@
-"""Compute-optimal test-time scaling (paper §3.2, eq. 1).
+"""Compute-optimal test-time scaling (paper §3, eq. 1; 2-fold CV per difficulty bin as in §3.2).
 
 At each generation budget N, the compute-optimal strategy picks, per difficulty bin, the
 strategy (and hyperparameters) with the best accuracy at budget N, and applies it to that
@@ -67,7 +67,7 @@ def folds(bins: np.ndarray, seed: int = 0) -> np.ndarray:
 
 def compute_optimal(results: Results, bins: np.ndarray, baseline: str = BASELINE,
                     seed: int = 0) -> dict[int, Allocation]:
-  """Per budget, the compute-optimal allocation over `bins` (paper §3.2 eq. 1, 2-fold CV).
+  """Per budget, the compute-optimal allocation over `bins` (paper §3 eq. 1, 2-fold CV).
 
   Every budget measured by any strategy gets an `Allocation`; at budget N the candidates are
   the strategies measured at N. Ties between candidates go to the baseline, then to the
@@ -123,7 +123,7 @@ def curves(allocations: Mapping[int, Allocation]) -> dict[str, dict[int, float]]
 
 def samples_ratio_vs_bon(optimal: Mapping[int, float], baseline: Mapping[int, float],
                          difficulty_samples: float = 0.0, interpolate: bool = False) -> dict:
-  """How many times fewer samples compute-optimal needs to match best-of-N (paper §5.3, §6.3).
+  """How many times fewer samples compute-optimal needs to match best-of-N (paper §5, §6).
 
   The target is the baseline's accuracy at its largest budget B. The match is the smallest
   budget N at which `optimal` reaches the target, and the headline ratio is

@@ -49,9 +49,10 @@ def quantile_bins(easiness: np.ndarray, num_bins: int = 5) -> np.ndarray:
   value always share a level (an arbitrary split, e.g. by question index, would make the
   levels depend on the data's order). Boundaries therefore fall only between distinct
   values; among all such partitions into `num_bins` consecutive levels we take the one with
-  (1) the fewest empty levels, then (2) the smallest sum of squared deviations of the level
-  sizes from Q / num_bins, then (3) boundaries closest (least squares) to the ideal quantile
-  positions j·Q / num_bins. Without ties this is the usual quantile split (sizes differ by at
+  (1) the smallest sum of squared deviations of the level sizes from Q / num_bins (which
+  never leaves a level empty while another holds two tie groups: splitting it is cheaper),
+  then (2) boundaries closest (least squares) to the ideal quantile positions
+  j·Q / num_bins. Without ties this is the usual quantile split (sizes differ by at
   most one); a large tie group (e.g. many questions with pass@1 = 1 from few samples) makes
   its level larger and its neighbours smaller, and with fewer distinct values than levels
   the groups land at the levels of their quantiles (two equal halves -> levels 2 and 4).
@@ -73,15 +74,13 @@ def _balanced_cuts(edges: np.ndarray, num_bins: int) -> np.ndarray:
   """The `num_bins - 1` boundary positions (taken from `edges`) of the best partition.
 
   Dynamic programming over the group edges with a lexicographic cost (exact integers held
-  in float64): (1) empty levels, (2) sum of (K·size - Q)², (3) sum of (K·cut_j - j·Q)²,
-  then the earliest edge.
+  in float64): (1) sum of (K·size - Q)², (2) sum of (K·cut_j - j·Q)², then the earliest edge.
   """
   k, q = num_bins, int(edges[-1])
   pos = edges.astype(np.float64)
-  empty = k * float(k * q) ** 2 + 1.0  # exceeds any sum of squared size deviations
 
   def size_cost(size: np.ndarray) -> np.ndarray:
-    return (k * size - q) ** 2 + empty * (size == 0)
+    return (k * size - q) ** 2
 
   # State after j levels: cost of splitting positions [0, pos[g]) into j levels.
   primary, secondary = size_cost(pos), np.zeros_like(pos)
