@@ -23,6 +23,7 @@ setup(
         "matplotlib>=3.8",
         "tensorboardX>=2.6",
         "safetensors>=0.4",
+        "editdistance>=0.6",
     ],
     extras_require={
         "test": [

@@ -1,0 +1,331 @@
+"""Revisions (paper §6): chain format, pairing, budgets, bad input, resume, the three stages."""
+
+import dataclasses
+import importlib.util
+import json
+import os
+
+import editdistance
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from ttc_jax import testing
+from ttc_jax.data import arithmetic
+from ttc_jax.data.tokenizer import CharTokenizer
+from ttc_jax.models import reward
+from ttc_jax.revisions import sequential
+from ttc_jax.revisions import stages
+from ttc_jax.revisions import trajectories as tj
+from ttc_jax.sampling.sampler import Samples, Sampler
+
+TOK = CharTokenizer()
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SEP = tj.ATTEMPT_SEPARATOR
+
+
+# ---- the chain format ----
+
+def test_context_drops_the_oldest_attempts():
+  prev = [f"A:{i}" for i in range(7)]
+  ids = tj.build_context(TOK, "Q:1+2\n", prev, context_len=200, max_new_tokens=10)
+  assert TOK.decode(ids) == "Q:1+2\n" + "".join(f"A:{i}{SEP}" for i in range(3, 7))
+  assert ids[0] == TOK.bos_id
+  two = tj.build_context(TOK, "Q:1+2\n", prev, context_len=200, max_new_tokens=10,
+                         max_previous=2)
+  assert TOK.decode(two) == f"Q:1+2\nA:5{SEP}A:6{SEP}"
+  none = tj.build_context(TOK, "Q:1+2\n", prev, context_len=200, max_new_tokens=10,
+                          max_previous=0)
+  assert TOK.decode(none) == "Q:1+2\n"
+
+
+def test_context_longer_than_window_is_a_clear_error():
+  prev = ["1+2=3\nA:3"] * 4
+  n = len(tj.build_context(TOK, "Q:1+2\n", prev, context_len=999, max_new_tokens=0))
+  tj.build_context(TOK, "Q:1+2\n", prev, context_len=n + 8, max_new_tokens=8)  # fits exactly
+  with pytest.raises(ValueError, match=r"exceeds the revision model's window of 40 tokens"):
+    tj.build_context(TOK, "Q:1+2\n", prev, context_len=40, max_new_tokens=8)
+
+
+# ---- pairing ----
+
+def test_pairing_picks_the_closest_incorrect_attempt():
+  right = "12+30=42\n42-5=37\nA:37"
+  texts = [right, "12+30=42\n42-5=38\nA:38", "12+30=43\n43-5=38\nA:38", "9\nA:1",
+           "12+30=42\nA:42", right, "A:0"]
+  correct = [t == right for t in texts]
+  wrong = [t for t, ok in zip(texts, correct) if not ok]
+  nearest = min(wrong, key=lambda w: editdistance.eval(right, w))
+  assert nearest == "12+30=42\n42-5=38\nA:38"
+  assert tj.closest(right, wrong) == wrong.index(nearest)
+  counts = np.zeros(5, int)
+  for seed in range(60):
+    chains = tj.pair_attempts(texts, correct, np.random.default_rng(seed))
+    assert len(chains) == 2  # one per correct sample
+    for previous, final in chains:
+      assert final == right
+      counts[len(previous)] += 1
+      assert all(p in wrong for p in previous)
+      assert len(set(previous)) == len(previous)  # distinct samples
+      if previous:
+        assert previous[-1] == nearest
+  assert (counts > 0).all()  # 0..4 previous attempts all occur
+  # No incorrect sample: the chain has no previous attempt.
+  assert tj.pair_attempts([right, right], [True, True], np.random.default_rng(0)) == [
+      ([], right), ([], right)]
+  capped = tj.pair_attempts(texts, correct, np.random.default_rng(0), max_chains=1)
+  assert len(capped) == 1
+
+
+# ---- budgets ----
+
+def test_chain_plan_and_budgets_are_exact():
+  lengths = sequential.chain_plan((16, 64), (1, 4, 16, 64))
+  assert lengths == (64,) + (16,) * 3 + (4,) * 12 + (1,) * 48
+  for n, s in sequential.sweep_ratios((16, 64), (1, 4, 16, 64)):
+    groups = sequential.ratio_groups(lengths, n, s)
+    assert groups and all(len(g) * s == n for g in groups)
+    used = [c for g in groups for c in g]
+    assert len(set(used)) == len(used) and all(lengths[c] >= s for c in used)
+  assert len(sequential.ratio_groups(lengths, 16, 1)) == 4
+  assert len(sequential.ratio_groups(lengths, 64, 64)) == 1
+
+
+def test_bad_ratio_is_a_clear_error():
+  with pytest.raises(ValueError, match=r"s=3 does not divide budget N=16.*\[1, 2, 4, 8, 16\]"):
+    sequential.check_ratio(16, 3)
+  with pytest.raises(ValueError, match=r"revisions.budgets=\(16, 64\).*s=48 does not divide"):
+    stages.RevisionConfig(budgets=(16, 64), seq_lengths=(1, 48))
+  with pytest.raises(ValueError, match="context_len=128 is shorter"):
+    stages.RevisionConfig(context_len=128, max_attempt_tokens=64)
+  with pytest.raises(ValueError, match=r"Unknown key\(s\) \['bogus'\] in config.revisions"):
+    section = stages.default_config("test")
+    section.bogus = 1
+    stages.from_config(section)
+
+
+class _Recorder:
+  """A fake sampler: records every context it is given, answers with a unique attempt."""
+
+  def __init__(self, context_len=400):
+    self.context_len, self.contexts, self.calls = context_len, [], 0
+
+  def bucket(self, n):
+    return Sampler.bucket(self, n)
+
+  buckets = Sampler.buckets
+
+  def sample(self, params, prompts, rng, *, num_samples, max_len, max_new_tokens, stop,
+             temperature, mesh):
+    self.calls += 1
+    toks = np.zeros((len(prompts), max_new_tokens), np.int32)
+    for r, p in enumerate(prompts):
+      self.contexts.append(TOK.decode(p))
+      ids = TOK.encode(f"A:{len(self.contexts)}", eos=True)
+      toks[r, :len(ids)] = ids
+    lens = (toks != 0).sum(1)
+    return None, Samples(tokens=toks, logprobs=toks * 0.0, lengths=lens, stopped=lens > 0)
+
+
+def test_inference_contexts_drop_the_oldest_attempts():
+  rec = _Recorder()
+  chains = sequential.generate_chains(rec, None, TOK, ["Q:1+2\n"], (7,), jax.random.key(0),
+                                      max_attempt_tokens=8)
+  assert rec.contexts[0] == "Q:1+2\n"
+  outs = chains.texts
+  for t in range(7):
+    kept = outs[max(0, t - 4):t]
+    assert rec.contexts[t] == "Q:1+2\n" + "".join(a + SEP for a in kept)
+  assert rec.calls == 7 and list(chains.step) == list(range(7))
+
+
+def test_too_long_context_is_an_error_before_any_compute():
+  rec = _Recorder(context_len=100)
+  with pytest.raises(ValueError, match=r"longer than the model's window of 100"):
+    sequential.generate_chains(rec, None, TOK, ["Q:1+2\n"], (16, 1), jax.random.key(0),
+                               max_attempt_tokens=32)
+  assert rec.calls == 0
+  # A single attempt per chain needs no previous attempts, so it fits.
+  sequential.generate_chains(rec, None, TOK, ["Q:1+2\n"], (1, 1), jax.random.key(0),
+                             max_attempt_tokens=32)
+  assert rec.calls == 1
+
+
+def test_budgets_exact_with_the_jit_sampler_and_early_ends():
+  # A stub LM: EOS with p=.3, else a digit; attempts end early, some run to the limit.
+  sampler = testing.stub_sampler(eos_id=TOK.eos_id, step_id=TOK.step_id, context_len=128)
+  logits = np.full((TOK.vocab_size,), -1e9, np.float32)
+  logits[TOK.eos_id] = np.log(0.3)
+  logits[TOK.encode("7")[0]] = np.log(0.7)
+  prompts = ["Q:1+2\n", "Q:3+4+5\n", "Q:6-1\n"]
+  lengths = sequential.chain_plan((4, 8), (1, 2, 8))
+  chains = sequential.generate_chains(sampler, {"logits": jnp.asarray(logits)}, TOK, prompts,
+                                      lengths, jax.random.key(1), max_attempt_tokens=6,
+                                      batch_rows=8)
+  assert (chains.samples == sum(lengths)).all()
+  assert len(chains.texts) == len(prompts) * sum(lengths)
+  assert chains.lengths.min() == 1 and chains.lengths.max() == 6  # ended at once / at the limit
+  for p in range(len(prompts)):
+    assert chains.generated_tokens[p] == chains.lengths[chains.problem == p].sum()
+  grid = lambda v: sequential.as_grid(chains, v, len(prompts), lengths)
+  answers, scores = grid([None] * len(chains.texts)), grid([0.5] * len(chains.texts))
+  n_grid = grid(chains.lengths.tolist())
+  for n, s in sequential.sweep_ratios((4, 8), (1, 2, 8)):
+    _, samples, toks = sequential.ratio_accuracy(answers, scores, [3, 12, 5], n_grid, lengths,
+                                                 n, s, "majority")
+    assert (samples == n).all()
+    groups = sequential.ratio_groups(lengths, n, s)
+    want = [np.mean([sum(sum(n_grid[q][c][:s]) for c in g) for g in groups]) for q in range(3)]
+    np.testing.assert_allclose(toks, want)
+
+
+def test_selection_rules():
+  # Chain 1's best attempt says 5 (.9), chain 2's best says 7 (.6), chain 3's says 7 (.5).
+  answers = [[5, 7], [7, 7], [None, 7]]
+  scores = [[0.9, 0.1], [0.6, 0.2], [0.99, 0.5]]
+  assert sequential.select_hierarchical(answers, scores) == 7  # 7: .6 + .5 > 5: .9
+  assert sequential.select_hierarchical(answers[:1] + [[7, 7]], [[.9, .1], [.3, .2]]) == 5
+  assert sequential.select_majority([[5, 5], [7, 7], [None, 7]]) == 7
+  ok = [[[True, False, True, True], [False, False, True]]]
+  assert sequential.step_accuracy(ok) == [0.5, 0.0, 1.0, 1.0]
+  flips = sequential.flip_rates(ok)
+  assert flips["correct_to_incorrect"] == 0.5  # True->False, True->True
+  assert flips["incorrect_to_correct"] == pytest.approx(2 / 3, abs=1e-4)  # F->T, F->F, F->T
+
+
+# ---- training data: shards, pairing in context, resume ----
+
+@dataclasses.dataclass(frozen=True)
+class _ScriptSampler:
+  """A fake base LM: sample j of a question is its right solution if j % 3 == 0, else a wrong one."""
+
+  context_len: int = 80
+  eos_id: int = TOK.eos_id
+  pad_id: int = TOK.pad_id
+
+  def sample(self, params, prompts, rng, *, num_samples, max_len, max_new_tokens, stop,
+             temperature, mesh):
+    rows = []
+    for p in prompts:
+      prob = arithmetic.Problem.from_question(TOK.decode(p)[2:].strip())
+      for j in range(num_samples):
+        off = j % 3 + 10 * (j // 3)  # wrong answers at growing edit distances
+        rows.append(prob.solution if j % 3 == 0 else
+                    prob.solution.replace(f"A:{prob.answer}", f"A:{prob.answer + off}"))
+    toks = np.zeros((len(rows), max_new_tokens), np.int32)
+    for r, text in enumerate(rows):
+      ids = TOK.encode(text, eos=True)[:max_new_tokens]
+      toks[r, :len(ids)] = ids
+    lens = (toks != 0).sum(1)
+    return None, Samples(tokens=toks, logprobs=toks * 0.0, lengths=lens,
+                         stopped=(toks == TOK.eos_id).any(1))
+
+
+PROBLEMS = arithmetic.generate([arithmetic.Difficulty(3, 1)], "train", 5, seed=0)
+DATA_KW = dict(samples_per_question=9, max_attempt_tokens=24, context_len=160, shard_size=2,
+               seed=3, progress=False)
+
+
+def test_trajectory_shards_and_resume(tmp_path):
+  stats = tj.generate_trajectories(_ScriptSampler(), None, PROBLEMS, TOK, tmp_path, **DATA_KW)
+  assert stats["num_chains"] == 5 * 3 and stats["fraction_correct"] == pytest.approx(1 / 3, abs=1e-4)
+  assert stats["shards_written"] == 3 and tj.trajectories_complete(tmp_path)
+  d = tj.load_trajectories(tmp_path)
+  for r in range(len(d["length"])):
+    prob = PROBLEMS[d["question_index"][r]]
+    row = d["tokens"][r]
+    target = TOK.decode(row[d["target_start"][r]:d["length"][r]])
+    assert target == prob.solution and row[d["length"][r] - 1] == TOK.eos_id
+    context = TOK.decode(row[:d["target_start"][r]])
+    previous = [a for a in context[len(prob.prompt):].split(SEP) if a]
+    assert len(previous) == d["num_previous"][r]
+    if previous:  # the last previous attempt is the wrong sample closest to the solution
+      wrong = [prob.solution.replace(f"A:{prob.answer}", f"A:{prob.answer + off}")
+               for off in (1, 2, 11, 12, 21, 22)]
+      assert previous[-1] == min(wrong, key=lambda w: editdistance.eval(prob.solution, w))
+      assert all(p in wrong for p in previous)
+  arrays = tj.training_arrays(d)
+  mask = arrays["loss_mask"]
+  assert mask.sum() == (d["length"] - d["target_start"]).sum()
+  assert (arrays["tokens"][mask > 0] != TOK.pad_id).all()
+
+  # A killed run: one shard missing, a torn temporary file; the rerun rebuilds only that shard.
+  before = open(tj.shard_path(tmp_path, 1), "rb").read()
+  os.remove(tj.shard_path(tmp_path, 1))
+  open(tj.shard_path(tmp_path, 1) + ".tmp", "wb").write(b"torn")
+  assert not tj.trajectories_complete(tmp_path)
+  with pytest.raises(ValueError, match=r"shards \[1\] of 3 are missing"):
+    tj.load_trajectories(tmp_path)
+  stats2 = tj.generate_trajectories(_ScriptSampler(), None, PROBLEMS, TOK, tmp_path, **DATA_KW)
+  assert stats2["shards_written"] == 1 and stats2["shards_skipped"] == 2
+  assert open(tj.shard_path(tmp_path, 1), "rb").read() == before
+  assert not os.path.exists(tj.shard_path(tmp_path, 1) + ".tmp")
+  with pytest.raises(ValueError, match="different revision training-data job"):
+    tj.generate_trajectories(_ScriptSampler(), None, PROBLEMS, TOK, tmp_path,
+                             **dict(DATA_KW, seed=4))
+
+
+def test_trajectory_window_error_before_compute(tmp_path):
+  with pytest.raises(ValueError, match=r"raise revisions.context_len to >= \d+"):
+    tj.generate_trajectories(_ScriptSampler(), None, PROBLEMS, TOK, tmp_path,
+                             **dict(DATA_KW, context_len=100))
+  assert not os.path.exists(tmp_path / "manifest.json")
+
+
+# ---- the three stages on a small job (configs/test.py) ----
+
+def _job(workdir):
+  from ttc_jax import pipeline  # pylint: disable=g-import-not-at-top
+  spec = importlib.util.spec_from_file_location("test_config",
+                                                os.path.join(ROOT, "configs", "test.py"))
+  mod = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(mod)
+  c = mod.get_config()
+  c.workdir = str(workdir)
+  # A base LM that solves some level-1 questions, so that revision data has chains.
+  c.train.update(total_steps=200, checkpoint_every=100, log_every=100)
+  c.mesh.data = 1  # one device: the fastest on a shared CPU
+  return pipeline.Job(c)
+
+
+def _run_stages(job, cfg, train_cfg):
+  job.data()
+  job.train_base_lm()
+  # The sweep only reads the ORM's (graphdef, state); an untrained head keeps the test fast.
+  job.orm = reward.from_lm(job.params, job.model_cfg)
+  stages.revision_data(job, cfg)
+  stages.train_revision_model(job, cfg, train_cfg)
+  return stages.revisions_sweep(job, cfg)
+
+
+def test_stages_end_to_end_and_resume(tmp_path):
+  cfg, train_cfg = stages.from_config(stages.default_config("test"))
+  job = _job(tmp_path)
+  result = _run_stages(job, cfg, train_cfg)
+  summary = json.load(open(tmp_path / "summary.json"))
+  assert summary["revisions"] == json.loads(json.dumps(result))
+  assert len(result["pass@1_by_step"]["all"]) == max(cfg.chain_lengths)
+  assert set(result["sweep"]) == {"4", "8"} and set(result["sweep"]["8"]) == {"1", "2", "4", "8"}
+  for n, by_s in result["counts"].items():
+    for s, c in by_s.items():
+      assert c["samples_per_problem"] == [int(n)]
+  rows = [json.loads(l) for l in open(tmp_path / "revisions_sweep.jsonl")]
+  assert len(rows) == 7 * 2 * 3  # (N, s) pairs x selections x (all + 2 levels)
+  assert all(0 <= r["accuracy"] <= 1 for r in rows)
+  assert os.path.isdir(tmp_path / "checkpoints" / "revision" / str(train_cfg.total_steps))
+
+  # A killed sweep: one chain shard and the results lost; the rerun redoes just that shard.
+  n_metric_rows = len(open(tmp_path / "metrics.jsonl").readlines())
+  os.remove(tmp_path / "revisions.json")
+  os.remove(tj.shard_path(tmp_path / "revisions", 1))
+  again = stages.revisions_sweep(job, cfg)
+  for k in ("pass@1_by_step", "sweep", "counts", "correct_to_incorrect"):
+    assert again[k] == result[k]
+  assert len([json.loads(l) for l in open(tmp_path / "revisions_sweep.jsonl")]) == len(rows)
+
+  # A rerun of every stage on a fresh Job trains nothing and samples nothing.
+  job2 = _job(tmp_path)
+  n_metric_rows = len(open(tmp_path / "metrics.jsonl").readlines())
+  assert _run_stages(job2, cfg, train_cfg)["sweep"] == result["sweep"]
+  assert len(open(tmp_path / "metrics.jsonl").readlines()) == n_metric_rows

@@ -1,0 +1,386 @@
+"""Revision-model training chains (paper §6.1) and the one chain format shared with inference.
+
+A chain is what the revision model reads and writes, one question and up to
+`MAX_PREVIOUS` earlier attempts, each followed by `ATTEMPT_SEPARATOR`, then the
+new attempt and EOS::
+
+    BOS Q:47-12+85\\n <attempt 1>\\n\\n <attempt 2>\\n\\n <new attempt> EOS
+
+`build_context` is the only place that writes this format: training-data
+construction here and sequential revisions at test time (`sequential.py`) both
+call it, so the model sees at test time exactly what it was trained on.
+
+Training data (paper §6.1): per training question sample `samples_per_question`
+solutions from the base LM (64 in the paper, temperature 1). For every correct
+one, put 0-4 incorrect samples of the same question in context (the number drawn
+uniformly), the last of them the incorrect sample closest to the correct one by
+character edit distance, the others drawn at random. The loss is on the final
+(correct) attempt only.
+
+Questions are processed in shards written atomically as
+`<out_dir>/shard-NNNNN.npz`, as PRM labels are (`training/prm_labels.py`):
+randomness is a pure function of `(seed, shard)` for sampling and of
+`(seed, question index)` for pairing, so a killed run resumed later writes
+exactly the shards an uninterrupted one would (on the same devices and mesh).
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import time
+from typing import Any, Sequence
+
+import editdistance
+import jax
+import numpy as np
+import tqdm
+from jax.sharding import Mesh
+
+from ttc_jax.data import arithmetic
+from ttc_jax.data.tokenizer import CharTokenizer
+from ttc_jax.sampling.sampler import Sampler
+from ttc_jax.training import prm_labels
+
+ATTEMPT_SEPARATOR = "\n\n"  # a blank line: never inside a solution, which is one step per line
+MAX_PREVIOUS = 4            # paper §6.1: up to four previous attempts in context
+TEMPERATURE = 1.0           # paper §6.1: the 64 samples per question are drawn at temperature 1
+MANIFEST = "manifest.json"
+FORMAT_VERSION = 1
+ARRAYS = {  # name -> dtype of every shard array
+    "tokens": np.int32, "target_start": np.int32, "length": np.int32,
+    "num_previous": np.int32, "question_index": np.int32, "sample_correct": np.bool_,
+}
+
+
+# ---------------------------------------------------------------------------
+# The chain format
+# ---------------------------------------------------------------------------
+
+
+def build_context(tokenizer: CharTokenizer, prompt: str, previous: Sequence[str], *,
+                  context_len: int, max_new_tokens: int,
+                  max_previous: int = MAX_PREVIOUS) -> list[int]:
+  """Token ids of BOS + `prompt` + the last `max_previous` of `previous`, each + separator.
+
+  Older attempts beyond `max_previous` are dropped (paper §6.1: each revision is
+  conditioned on at most the four previous ones). Raises ValueError when the
+  context plus `max_new_tokens` for the new attempt exceeds `context_len`.
+  """
+  if max_previous < 0:
+    raise ValueError(f"max_previous={max_previous} must be >= 0 (the paper uses 4).")
+  kept = list(previous)[max(0, len(previous) - max_previous):]
+  ids = tokenizer.encode(prompt, bos=True)
+  for text in kept:
+    ids += tokenizer.encode(text + ATTEMPT_SEPARATOR)
+  if len(ids) + max_new_tokens > context_len:
+    raise ValueError(
+        f"A revision context of {len(ids)} tokens (prompt + {len(kept)} previous attempts) plus "
+        f"{max_new_tokens} tokens for the new attempt exceeds the revision model's window of "
+        f"{context_len} tokens; raise revisions.context_len or lower max_attempt_tokens or "
+        f"max_previous.")
+  return ids
+
+
+def worst_case_context(prompt_tokens: int, max_attempt_tokens: int, num_previous: int) -> int:
+  """Tokens a context can need: prompt, `num_previous` full-length attempts, the new attempt."""
+  return (prompt_tokens + num_previous * (max_attempt_tokens + len(ATTEMPT_SEPARATOR)) +
+          max_attempt_tokens)
+
+
+def check_window(problems: Sequence[arithmetic.Problem], *, context_len: int,
+                 max_attempt_tokens: int, num_previous: int) -> None:
+  """Raises ValueError, before any compute, if the longest possible context does not fit."""
+  longest = max(range(len(problems)), key=lambda i: len(problems[i].prompt))
+  need = worst_case_context(len(problems[longest].prompt) + 1, max_attempt_tokens,
+                            num_previous)  # + BOS
+  if need > context_len:
+    raise ValueError(
+        f"Revision contexts can reach {need} tokens (question {problems[longest].question!r} + "
+        f"{num_previous} previous attempts of up to {max_attempt_tokens} tokens + the new one), "
+        f"longer than the revision model's window context_len={context_len}; raise "
+        f"revisions.context_len to >= {need} or lower max_attempt_tokens or max_previous.")
+
+
+# ---------------------------------------------------------------------------
+# Pairing
+# ---------------------------------------------------------------------------
+
+
+def closest(target: str, candidates: Sequence[str]) -> int:
+  """Index of the candidate nearest `target` by character edit distance (first on ties)."""
+  if not len(candidates):
+    raise ValueError("closest() needs at least one candidate.")
+  return int(np.argmin([editdistance.eval(target, c) for c in candidates]))
+
+
+def pair_attempts(texts: Sequence[str], correct: Sequence[bool], rng: np.random.Generator, *,
+                  max_previous: int = MAX_PREVIOUS,
+                  max_chains: int = 0) -> list[tuple[list[str], str]]:
+  """`(previous incorrect attempts, correct attempt)` for each correct sample (paper §6.1).
+
+  The number of previous attempts is uniform in 0..min(max_previous, #incorrect);
+  the last one is the incorrect sample closest to the correct one by edit
+  distance, the earlier ones distinct random other incorrect samples.
+  `max_chains > 0` keeps that many correct samples (drawn at random) per question.
+  """
+  if len(texts) != len(correct):
+    raise ValueError(f"pair_attempts got {len(texts)} texts but {len(correct)} correctness "
+                     "flags; pass one flag per text.")
+  wrong = [t for t, ok in zip(texts, correct) if not ok]
+  right = [i for i, ok in enumerate(correct) if ok]
+  if max_chains and len(right) > max_chains:
+    right = sorted(int(i) for i in rng.choice(right, max_chains, replace=False))
+  out = []
+  for i in right:
+    k = int(rng.integers(0, min(max_previous, len(wrong)) + 1))
+    previous = []
+    if k:
+      last = closest(texts[i], wrong)
+      others = rng.permutation([j for j in range(len(wrong)) if j != last])[:k - 1]
+      previous = [wrong[j] for j in others] + [wrong[last]]
+    out.append((previous, texts[i]))
+  return out
+
+
+# ---------------------------------------------------------------------------
+# Training data
+# ---------------------------------------------------------------------------
+
+
+def generate_trajectories(sampler: Sampler, params: Any, problems: list[arithmetic.Problem],
+                          tokenizer: CharTokenizer, out_dir: str | os.PathLike, *,
+                          samples_per_question: int = 64, max_attempt_tokens: int,
+                          context_len: int, max_previous: int = MAX_PREVIOUS,
+                          max_chains_per_question: int = 0, shard_size: int = 25,
+                          seed: int = 0, mesh: Mesh | None = None,
+                          progress: bool = True) -> dict[str, Any]:
+  """Writes revision training chains for `problems` into `out_dir` (paper §6.1); resumable.
+
+  Args:
+    sampler, params: the base LM (with a `mesh`, params already placed on it).
+    problems: training questions; their order defines `question_index`.
+    out_dir: where `manifest.json` and `shard-NNNNN.npz` go; complete shards are skipped.
+    samples_per_question: base-LM samples per question (64 in the paper).
+    max_attempt_tokens: most tokens (EOS included) of one attempt, here and at test time.
+    context_len: the revision model's window; every chain is checked against it.
+    max_previous: most previous attempts in context (4 in the paper).
+    max_chains_per_question: correct samples turned into chains per question (0: all).
+    shard_size: questions per shard (the unit of resumption and of the sampling batch).
+    seed: chains are a pure function of (seed, shard index, question index).
+
+  Returns:
+    Stats over all shards: num_questions, num_samples, fraction_correct, num_chains,
+    mean_previous, previous_histogram; plus this call's shards_written,
+    shards_skipped and seconds.
+  """
+  _check_args(sampler, problems, tokenizer, samples_per_question, max_attempt_tokens,
+              context_len, max_previous, max_chains_per_question, shard_size)
+  os.makedirs(out_dir, exist_ok=True)
+  manifest = {
+      "format_version": FORMAT_VERSION, "num_questions": len(problems),
+      "num_shards": -(-len(problems) // shard_size), "shard_size": shard_size,
+      "samples_per_question": samples_per_question, "max_attempt_tokens": max_attempt_tokens,
+      "context_len": context_len, "max_previous": max_previous,
+      "max_chains_per_question": max_chains_per_question, "seed": seed,
+      "temperature": TEMPERATURE, "separator": ATTEMPT_SEPARATOR,
+      "questions_sha256": prm_labels.questions_fingerprint(problems),
+  }
+  open_manifest(out_dir, manifest, "revision training-data")
+  num_shards = manifest["num_shards"]
+  todo = [i for i in range(num_shards) if not os.path.exists(shard_path(out_dir, i))]
+  start = time.time()
+  for i in tqdm.tqdm(todo, desc="revision data", unit="shard", disable=not progress):
+    lo = i * shard_size
+    arrays = _shard(sampler, params, problems[lo:lo + shard_size], lo, tokenizer,
+                    jax.random.fold_in(jax.random.key(seed), i), seed=seed,
+                    samples_per_question=samples_per_question,
+                    max_attempt_tokens=max_attempt_tokens, context_len=context_len,
+                    max_previous=max_previous, max_chains=max_chains_per_question, mesh=mesh)
+    if jax.process_index() == 0:
+      save_npz(shard_path(out_dir, i), arrays)
+  stats = _stats(load_trajectories(out_dir), max_previous)
+  stats.update(shards_written=len(todo), shards_skipped=num_shards - len(todo),
+               seconds=round(time.time() - start, 3))
+  return stats
+
+
+def trajectories_complete(out_dir: str | os.PathLike) -> bool:
+  """True iff `out_dir` has a manifest and every one of its shards."""
+  manifest = read_manifest(out_dir)
+  return manifest is not None and all(
+      os.path.exists(shard_path(out_dir, i)) for i in range(manifest["num_shards"]))
+
+
+def load_trajectories(out_dir: str | os.PathLike) -> dict[str, np.ndarray]:
+  """All shards concatenated in question order; raises ValueError naming a missing shard."""
+  manifest = read_manifest(out_dir)
+  if manifest is None:
+    raise ValueError(f"No {MANIFEST} in {os.fspath(out_dir)!r}; run generate_trajectories "
+                     "first.")
+  missing = [i for i in range(manifest["num_shards"])
+             if not os.path.exists(shard_path(out_dir, i))]
+  if missing:
+    raise ValueError(f"Revision data in {os.fspath(out_dir)!r} is incomplete: shards {missing} "
+                     f"of {manifest['num_shards']} are missing; rerun generate_trajectories.")
+  shards = []
+  for i in range(manifest["num_shards"]):
+    with np.load(shard_path(out_dir, i)) as f:
+      shard = {k: f[k] for k in f.files}
+    bad = [k for k, dt in ARRAYS.items() if k not in shard or shard[k].dtype != dt]
+    if bad or shard["tokens"].shape[1:] != (manifest["context_len"],):
+      raise ValueError(f"Revision data shard {shard_path(out_dir, i)} is inconsistent (arrays "
+                       f"{bad or ['tokens']}); delete it and rerun generate_trajectories.")
+    shards.append(shard)
+  return {k: np.concatenate([s[k] for s in shards]) for k in ARRAYS}
+
+
+def training_arrays(data: dict[str, np.ndarray], multiple: int = 16) -> dict[str, np.ndarray]:
+  """`tokens` and `loss_mask` for `trainer.lm_loss`: loss on the final attempt (+ EOS) only.
+
+  Rows are cut to the longest chain rounded up to `multiple` tokens.
+  """
+  if not len(data["length"]):
+    raise ValueError("The revision data holds no chain (no training question had a correct "
+                     "sample); use more questions or samples_per_question.")
+  width = min(-(-int(data["length"].max()) // multiple) * multiple, data["tokens"].shape[1])
+  pos = np.arange(width)[None, :]
+  mask = (pos >= data["target_start"][:, None]) & (pos < data["length"][:, None])
+  return {"tokens": data["tokens"][:, :width], "loss_mask": mask.astype(np.float32)}
+
+
+def _shard(sampler: Sampler, params: Any, problems: Sequence[arithmetic.Problem],
+           first_index: int, tokenizer: CharTokenizer, key: jax.Array, *, seed: int,
+           samples_per_question: int, max_attempt_tokens: int, context_len: int,
+           max_previous: int, max_chains: int, mesh: Mesh | None) -> dict[str, np.ndarray]:
+  """Samples one shard's solutions and turns its correct ones into chains."""
+  s = samples_per_question
+  prompts = [tokenizer.encode(p.prompt, bos=True) for p in problems]
+  _, out = sampler.sample(params, pad_rows(prompts, len(prompts), mesh), key, num_samples=s,
+                          max_len=sampler.context_len, max_new_tokens=max_attempt_tokens,
+                          stop="eos", temperature=TEMPERATURE, mesh=mesh)
+  gen, lengths = np.asarray(out.tokens), np.asarray(out.lengths)
+  finished = np.asarray(out.stopped)
+  rows, starts, ends, prev_n, qidx, sample_ok = [], [], [], [], [], []
+  for q, prob in enumerate(problems):
+    sl = range(q * s, (q + 1) * s)
+    texts = [tokenizer.decode(gen[r, :lengths[r]]) for r in sl]
+    ok = [bool(finished[r]) and arithmetic.answer_correct(prob, t) for r, t in zip(sl, texts)]
+    sample_ok.extend(ok)
+    rng = np.random.default_rng([seed, first_index + q])
+    for previous, final in pair_attempts(texts, ok, rng, max_previous=max_previous,
+                                         max_chains=max_chains):
+      ids = build_context(tokenizer, prob.prompt, previous, context_len=context_len,
+                          max_new_tokens=max_attempt_tokens, max_previous=max_previous)
+      target = tokenizer.encode(final, eos=True)
+      rows.append(ids + target)
+      starts.append(len(ids))
+      ends.append(len(ids) + len(target))
+      prev_n.append(len(previous))
+      qidx.append(first_index + q)
+  tokens = np.full((len(rows), context_len), tokenizer.pad_id, np.int32)
+  for r, ids in enumerate(rows):
+    tokens[r, :len(ids)] = ids
+  as32 = lambda x: np.asarray(x, np.int32)
+  return {"tokens": tokens, "target_start": as32(starts), "length": as32(ends),
+          "num_previous": as32(prev_n), "question_index": as32(qidx),
+          "sample_correct": np.asarray(sample_ok, np.bool_)}
+
+
+def _stats(data: dict[str, np.ndarray], max_previous: int) -> dict[str, Any]:
+  hist = np.bincount(data["num_previous"], minlength=max_previous + 1)
+  n = len(data["length"])
+  return {"num_questions": int(len(np.unique(data["question_index"]))) if n else 0,
+          "num_samples": int(len(data["sample_correct"])),
+          "fraction_correct": round(float(data["sample_correct"].mean()), 4),
+          "num_chains": n,
+          "mean_previous": round(float(data["num_previous"].mean()), 3) if n else 0.0,
+          "previous_histogram": hist.tolist()}
+
+
+def _check_args(sampler, problems, tokenizer, samples_per_question, max_attempt_tokens,
+                context_len, max_previous, max_chains, shard_size) -> None:
+  if not problems:
+    raise ValueError("generate_trajectories needs at least one problem.")
+  for name, v, lo in (("samples_per_question", samples_per_question, 1),
+                      ("max_attempt_tokens", max_attempt_tokens, 2),
+                      ("shard_size", shard_size, 1), ("max_previous", max_previous, 0),
+                      ("max_chains_per_question", max_chains, 0)):
+    if v < lo:
+      raise ValueError(f"{name} must be >= {lo}, got {v}.")
+  ids = (sampler.eos_id, sampler.pad_id)
+  if ids != (tokenizer.eos_id, tokenizer.pad_id):
+    raise ValueError(f"Sampler ids (eos, pad) = {ids} differ from the tokenizer's "
+                     f"{(tokenizer.eos_id, tokenizer.pad_id)}; build the sampler with it.")
+  check_window(problems, context_len=context_len, max_attempt_tokens=max_attempt_tokens,
+               num_previous=max_previous)
+  longest = max(len(p.prompt) for p in problems) + 1
+  if longest >= sampler.context_len:
+    raise ValueError(f"A {longest}-token prompt leaves the base LM (window "
+                     f"{sampler.context_len}) no room to answer; use shorter questions.")
+
+
+# ---------------------------------------------------------------------------
+# Files (shared with the sweep's chain shards)
+# ---------------------------------------------------------------------------
+
+
+def pad_rows(rows: list, size: int, mesh: Mesh | None) -> list:
+  """Pads `rows` with copies of its last row to a power of two >= `size` (and the mesh's data).
+
+  Real copies stop like real rows (the sampler's 1-token dummies might not and
+  would stretch the decode loop), and a fixed size fixes the compiled shape.
+  """
+  multiple = mesh.shape["data"] if mesh is not None else 1
+  b = max(multiple, 1 << (max(size, len(rows)) - 1).bit_length())
+  b = -(-b // multiple) * multiple
+  return list(rows) + [rows[-1]] * (b - len(rows))
+
+
+def shard_path(out_dir: str | os.PathLike, index: int) -> str:
+  return os.path.join(out_dir, f"shard-{index:05d}.npz")
+
+
+def save_npz(path: str, arrays: dict[str, np.ndarray]) -> None:
+  """Writes `path` atomically: a temporary file, fsync, then `os.replace`."""
+  tmp = path + ".tmp"
+  with open(tmp, "wb") as f:
+    np.savez(f, **arrays)
+    f.flush()
+    os.fsync(f.fileno())
+  os.replace(tmp, path)
+
+
+def read_manifest(out_dir: str | os.PathLike) -> dict[str, Any] | None:
+  path = os.path.join(out_dir, MANIFEST)
+  if not os.path.exists(path):
+    return None
+  with open(path) as f:
+    return json.load(f)
+
+
+def open_manifest(out_dir: str | os.PathLike, manifest: dict[str, Any], what: str) -> None:
+  """Writes the manifest of a new job, or checks that `out_dir` holds this same job.
+
+  Also removes torn `*.tmp` files a killed run left behind.
+  """
+  for stale in glob.glob(os.path.join(out_dir, "*.tmp")):
+    os.remove(stale)
+  old = read_manifest(out_dir)
+  if old is None:
+    if glob.glob(os.path.join(out_dir, "shard-*.npz")):
+      raise ValueError(f"{os.fspath(out_dir)!r} has shard files but no {MANIFEST}, so they "
+                       "cannot be checked against this job; use a new directory or delete it.")
+    if jax.process_index() == 0:
+      path = os.path.join(out_dir, MANIFEST)
+      with open(path + ".tmp", "w") as f:
+        json.dump(manifest, f, indent=2, sort_keys=True)
+      os.replace(path + ".tmp", path)
+    return
+  diff = {k: (old.get(k), v) for k, v in manifest.items() if old.get(k) != v}
+  if diff:
+    pretty = ", ".join(f"{k}: {a!r} on disk vs {b!r} now" for k, (a, b) in sorted(diff.items()))
+    raise ValueError(f"{os.path.join(os.fspath(out_dir), MANIFEST)} describes a different "
+                     f"{what} job ({pretty}); use a new directory, or delete the old one to "
+                     "start over.")
