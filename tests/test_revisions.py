@@ -329,3 +329,22 @@ def test_stages_end_to_end_and_resume(tmp_path):
   n_metric_rows = len(open(tmp_path / "metrics.jsonl").readlines())
   assert _run_stages(job2, cfg, train_cfg)["sweep"] == result["sweep"]
   assert len(open(tmp_path / "metrics.jsonl").readlines()) == n_metric_rows
+
+
+def test_orm_scores_match_one_row_at_a_time():
+  cfg, *_ = testing.tiny_transformer()
+  graphdef, state = reward.create(cfg, seed=1)
+  prompts = ["Q:1+2\n", "Q:13-4+5\n"]
+  texts = ["1+2=3\nA:3", "A:9", "13-4=9\n9+5=14\nA:14", "13-4=9\n9+"]
+  problem = np.array([0, 0, 1, 1])
+  enc = [TOK.encode(t, eos=not t.endswith("+")) for t in texts]  # the last one is truncated
+  tokens = np.zeros((4, 24), np.int32)
+  for r, e in enumerate(enc):
+    tokens[r, :len(e)] = e
+  lengths = np.array([len(e) for e in enc])
+  got = sequential.orm_scores(graphdef, state, TOK, prompts, problem, tokens, lengths,
+                              batch_rows=2)
+  for r in range(4):
+    row = TOK.encode(prompts[problem[r]], bos=True) + enc[r]
+    want = reward.step_scores(graphdef, state, jnp.asarray([row]), jnp.asarray([[len(row) - 1]]))
+    np.testing.assert_allclose(got[r], np.asarray(want)[0, 0], rtol=1e-5, atol=1e-6)

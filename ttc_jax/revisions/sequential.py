@@ -161,9 +161,9 @@ def generate_chains(sampler: Sampler, params: Any, tokenizer: CharTokenizer,
                                       context_len=sampler.context_len,
                                       max_new_tokens=max_attempt_tokens,
                                       max_previous=max_previous) for p, c in rows]
-    order = sorted(range(len(rows)), key=lambda i: len(ctx[i]))
-    for b, lo in enumerate(range(0, len(order), batch_rows)):
-      idx = order[lo:lo + batch_rows]
+    by_len = sorted(range(len(rows)), key=lambda i: len(ctx[i]))
+    for b, lo in enumerate(range(0, len(by_len), batch_rows)):
+      idx = by_len[lo:lo + batch_rows]
       batch = trajectories.pad_rows([ctx[i] for i in idx], 1, mesh)
       top = max(len(x) for x in batch)
       max_len = min(sampler.context_len, sampler.bucket(top) + max_attempt_tokens)
@@ -198,21 +198,23 @@ def orm_scores(graphdef: nnx.GraphDef, state: Any, tokenizer: CharTokenizer,
   scored without the previous attempts, as a standalone solution.
   """
   enc = [tokenizer.encode(p, bos=True) for p in prompts]
-  width = max(len(e) for e in enc) + tokens.shape[1]
-  width = -(-width // 16) * 16
-  rows = np.full((len(lengths), width), tokenizer.pad_id, np.int32)
-  final = np.zeros((len(lengths), 1), np.int32)
-  for r, (q, n) in enumerate(zip(problem, lengths)):
-    e = enc[q]
-    rows[r, :len(e)] = e
-    rows[r, len(e):len(e) + n] = tokens[r, :n]
-    final[r, 0] = len(e) + max(int(n), 1) - 1
+  total = np.asarray([len(enc[q]) + int(n) for q, n in zip(problem, lengths)])
   out = np.zeros((len(lengths),), np.float32)
-  for lo in range(0, len(rows), batch_rows):
-    hi = min(lo + batch_rows, len(rows))
-    pad = lambda x: np.concatenate([x[lo:hi], np.repeat(x[hi - 1:hi], batch_rows - (hi - lo), 0)])
-    s = reward.step_scores(graphdef, state, jnp.asarray(pad(rows)), jnp.asarray(pad(final)))
-    out[lo:hi] = np.asarray(s)[:hi - lo, 0]
+  order = np.argsort(total, kind="stable")  # similar lengths share a batch and its width
+  for lo in range(0, len(order), batch_rows):
+    idx = order[lo:lo + batch_rows]
+    idx = np.concatenate([idx, np.repeat(idx[-1:], batch_rows - len(idx))])
+    width = -(-int(total[idx].max()) // 16) * 16
+    rows = np.full((batch_rows, width), tokenizer.pad_id, np.int32)
+    final = np.zeros((batch_rows, 1), np.int32)
+    for r, i in enumerate(idx):
+      e, n = enc[problem[i]], int(lengths[i])
+      rows[r, :len(e)] = e
+      rows[r, len(e):len(e) + n] = tokens[i, :n]
+      final[r, 0] = len(e) + max(n, 1) - 1
+    s = reward.step_scores(graphdef, state, jnp.asarray(rows), jnp.asarray(final))
+    n_real = min(batch_rows, len(order) - lo)
+    out[idx[:n_real]] = np.asarray(s)[:n_real, 0]
   return out
 
 
