@@ -120,7 +120,8 @@ def _greedy(prompts, policy, verifier, budget, config, rng):
       answers=answers, step_scores=[np.zeros((1, 0))] * len(prompts),
       scores=[np.ones(1)] * len(prompts), selected=[a[0] for a in answers],
       samples=np.ones(len(prompts), np.int64), generated_tokens=lengths.astype(np.int64),
-      verifier_tokens=np.zeros(len(prompts), np.int64))
+      verifier_tokens=np.zeros(len(prompts), np.int64),
+      budget_used=np.ones(len(prompts), np.int64))
 
 
 def test_registry_finds_custom_and_builtin_strategies():
@@ -245,20 +246,192 @@ def test_beam_on_tiny_model_scores_incrementally_and_compiles_once(tiny):
     np.testing.assert_allclose(last, full, atol=1e-4)
 
 
-def test_next_pool_keeps_finished_and_leaves_their_share_idle():
+def test_beam_pool_keeps_finished_and_leaves_their_share_idle():
   from ttc_jax.search import beam  # pylint: disable=g-import-not-at-top
-  alive = np.array([1, 1, 1, 1, 1, 1, 1, 0], bool)
-  finished = np.array([0, 1, 0, 0, 1, 0, 0, 0], bool)
-  scores = np.array([.1, .9, .8, .3, .2, .8, .5, .99], np.float32)
-  src, new_alive, new_finished, expand = beam._next_pool(8, 2, alive, finished, scores)
+  alive = jnp.array([1, 1, 1, 1, 1, 1, 1, 0], bool)
+  finished = jnp.array([0, 1, 0, 0, 1, 0, 0, 0], bool)
+  scores = jnp.array([.1, .9, .8, .3, .2, .8, .5, .99], jnp.float32)
+  src, new_alive, new_finished, expand = map(np.asarray, beam.beam_pool(2, alive, finished,
+                                                                         scores))
   # 2 finished keep their rows; (8 - 2) // 2 = 3 parents (ties stable) x 2 children.
-  np.testing.assert_array_equal(src[:8], [1, 4, 2, 2, 5, 5, 6, 6])
+  np.testing.assert_array_equal(src, [1, 4, 2, 2, 5, 5, 6, 6])
   np.testing.assert_array_equal(new_finished, [1, 1, 0, 0, 0, 0, 0, 0])
   np.testing.assert_array_equal(expand, [0, 0, 1, 1, 1, 1, 1, 1])
   np.testing.assert_array_equal(new_alive, [1] * 8)
-  src, new_alive, _, expand = beam._next_pool(8, 4, alive, finished, scores)
+  src, new_alive, _, expand = map(np.asarray, beam.beam_pool(4, alive, finished, scores))
   np.testing.assert_array_equal(src[:6], [1, 4, 2, 2, 2, 2])  # one parent; 2 rows idle
   np.testing.assert_array_equal(new_alive, [1] * 6 + [0] * 2)
   assert expand.sum() == 4
+  # Fewer than M rows left: nothing grows and the pool stays as it is.
+  src, new_alive, new_finished, expand = map(np.asarray, beam.beam_pool(
+      4, alive, jnp.array([1, 1, 1, 1, 1, 0, 0, 0], bool), scores))
+  np.testing.assert_array_equal(src, np.arange(8))
+  np.testing.assert_array_equal(new_alive, np.asarray(alive))
+  assert not expand.any()
 
 
+# ---- lookahead and DVTS ----
+
+def test_lookahead_scores_each_step_at_the_end_of_a_greedy_rollout():
+  k, budget, n, m = 1, 32, 16, 4
+  cfg = dataclasses.replace(SCRIPT_CONFIG, lookahead=k)
+  res = base.get("lookahead")(SCRIPT_PROMPTS, script_policy(), DigitVerifier(), budget, cfg,
+                              jax.random.key(0))
+  for q in range(2):
+    steps = _steps(res, q)
+    # Greedy rollouts answer 1 (p=.7), so every first step scores sigmoid(1 - 5), whatever
+    # its own digit: unlike beam search, lookahead keeps first steps ending on 1 too.
+    np.testing.assert_allclose(res.step_scores[q][:, 0], 0.018, atol=1e-3)
+    ended = int((steps == 2).sum())              # round-2 children that hit EOS
+    active = n - ended                           # each rolls out one more step
+    parents = min(active // m, active)
+    assert res.samples[q] == (n + n) + (n + active) + parents * m
+    assert res.generated_tokens[q] == (2 * n + 4 * n) + (4 * n + 4 * active) + 4 * parents * m
+    assert res.budget_used[q] == budget == n * (k + 1)
+    assert res.verifier_tokens[q] == len(SCRIPT_PROMPTS[q]) + res.generated_tokens[q]
+    # Steps that ended the solution are scored as they are: their own last digit.
+    last = res.step_scores[q][np.arange(len(steps)), steps - 1]
+    np.testing.assert_allclose(last, [0.982 if a == 9 else 0.018 for a in res.answers[q]],
+                               atol=1e-3)
+
+
+def test_dvts_keeps_the_best_of_each_subtree():
+  n, m = 16, 4
+  res = base.get("dvts")(SCRIPT_PROMPTS, script_policy(), DigitVerifier(), n, SCRIPT_CONFIG,
+                         jax.random.key(0))
+  for q in range(2):
+    steps = _steps(res, q)
+    assert len(res.texts[q]) == n // m  # one final candidate per subtree
+    open_after_two = int((steps == 3).sum())
+    assert res.samples[q] == n + n + m * open_after_two
+    assert res.budget_used[q] == n
+    # Each subtree keeps its best first step (a 9 beats a 1); a subtree closes on an
+    # answer 9 (its best) or, when all its children answered 1, grows a third step.
+    assert all(t.startswith("9\nA:") for t in res.texts[q]), res.texts[q]
+    assert all(t.endswith("A:9") or k == 3 for t, k in zip(res.texts[q], steps)), res.texts[q]
+    assert res.selected[q] == 9
+
+
+def test_dvts_pool_closes_subtrees_whose_best_beam_ended():
+  from ttc_jax.search import dvts  # pylint: disable=g-import-not-at-top
+  alive = jnp.ones((8,), bool)
+  finished = jnp.array([0, 1, 0, 0, 0, 0, 1, 0], bool)
+  scores = jnp.array([.1, .9, .5, .2, .3, .4, .1, .4], jnp.float32)
+  src, new_alive, new_finished, expand = map(np.asarray, dvts.subtree_pool(4, alive, finished,
+                                                                           scores))
+  # Subtree 0's best (row 1) ended: it closes. Subtree 1's best (row 5, first on ties) grows.
+  np.testing.assert_array_equal(src, [1, 1, 1, 1, 5, 5, 5, 5])
+  np.testing.assert_array_equal(new_alive, [1, 0, 0, 0, 1, 1, 1, 1])
+  np.testing.assert_array_equal(new_finished, [1, 0, 0, 0, 0, 0, 0, 0])
+  np.testing.assert_array_equal(expand, [0, 0, 0, 0, 1, 1, 1, 1])
+  # A closed subtree stays closed and keeps its beam.
+  again = dvts.subtree_pool(4, jnp.asarray(new_alive), jnp.asarray(new_finished), scores)
+  np.testing.assert_array_equal(np.asarray(again[0])[:4], [0, 0, 0, 0])
+  assert not np.asarray(again[3])[:4].any()
+
+
+@pytest.mark.parametrize("budget, k, match", [
+    (16, 2, "multiple of k\\+1=3"),
+    (4, 1, "N = B/\\(k\\+1\\) = 2 beams.*smaller than the beam width M=4"),
+    (8, -1, "lookahead=-1"),
+])
+def test_lookahead_bad_budget_fails_before_compute(budget, k, match):
+  policy = base.Policy(script_policy().sampler, None, TOK)
+  cfg = dataclasses.replace(SCRIPT_CONFIG, lookahead=k)
+  with count_compilations() as c, pytest.raises(ValueError, match=match):
+    base.get("lookahead")(SCRIPT_PROMPTS, policy, DigitVerifier(), budget, cfg,
+                          jax.random.key(0))
+  with pytest.raises(ValueError, match=match):
+    base.check_budget("lookahead", budget, cfg)
+  assert c.count == 0
+
+
+def test_check_budget_matches_what_each_strategy_accepts():
+  cfg = base.SearchConfig(beam_width=4, lookahead=1)
+  for name in ("beam", "dvts"):
+    base.check_budget(name, 16, cfg)
+    with pytest.raises(ValueError, match="not divisible"):
+      base.check_budget(name, 18, cfg)
+  base.check_budget("lookahead", 16, cfg)   # N = 8 beams of width 4
+  base.check_budget("best_of_n", 3, cfg)    # any N >= 1
+  with pytest.raises(ValueError, match="Unknown search strategy"):
+    base.check_budget("beams", 16, cfg)
+
+
+# ---- every strategy, on a real (tiny) model ----
+
+STRATEGIES = [("best_of_n", {}), ("beam", {}), ("beam", {"beam_width": "sqrt"}),
+              ("lookahead", {"lookahead": 1}), ("lookahead", {"lookahead": 3}), ("dvts", {})]
+
+
+@pytest.mark.parametrize("name, overrides", STRATEGIES)
+@pytest.mark.parametrize("budget", [4, 16])
+def test_budgets_are_never_exceeded(tiny, name, overrides, budget):
+  policy, verifier, prompts = tiny
+  cfg = base.SearchConfig(**{"beam_width": 2, "max_rounds": 6, "max_step_tokens": 6, **overrides})
+  try:
+    base.check_budget(name, budget, cfg)
+  except ValueError:
+    pytest.skip(f"{name} cannot run at budget {budget}")
+  res = base.get(name)(prompts, policy, verifier, budget, cfg, jax.random.key(budget))
+  gen_room = np.array([policy.sampler.context_len - len(p) for p in prompts])
+  assert (res.budget_used <= budget).all() and (res.budget_used >= 1).all()
+  assert (res.samples <= budget * cfg.max_rounds).all()
+  assert (res.generated_tokens <= res.samples * np.maximum(cfg.max_step_tokens, 0) +
+          (name == "best_of_n") * budget * gen_room).all()
+  for q in range(len(prompts)):
+    assert 1 <= len(res.texts[q]) <= budget
+    assert (res.lengths[q] <= gen_room[q]).all()
+    assert res.selected[q] == base.select(res.answers[q], res.scores[q], cfg.selection)
+  if name == "best_of_n":
+    np.testing.assert_array_equal(res.budget_used, budget)
+
+
+@pytest.mark.parametrize("name, overrides", STRATEGIES)
+def test_same_results_on_one_and_eight_devices(name, overrides):
+  from ttc_jax.parallel import mesh as mesh_lib  # pylint: disable=g-import-not-at-top
+  cfg, _, lm_state, tok, sampler = testing.tiny_transformer(seed=3, max_len=32)
+  prm_graphdef, prm_state = reward.create(cfg, seed=4)
+  prompts = [tok.encode(f"Q:{a}+{b}", bos=True) + [tok.step_id]
+             for a, b in [(1, 2), (34, 5), (7, 8), (9, 10), (2, 2), (5, 61), (3, 3), (4, 8)]]
+  scfg = base.SearchConfig(**{"beam_width": 2, "max_rounds": 5, "max_step_tokens": 8, **overrides})
+  budget = 4 if scfg.beam_width == "sqrt" else 8
+  one = jax.devices()[0]
+  ref = base.get(name)(prompts, base.Policy(sampler, jax.device_put(lm_state, one), tok),
+                       base.Verifier(prm_graphdef, jax.device_put(prm_state, one)), budget,
+                       scfg, jax.random.key(7))
+  mesh = mesh_lib.make_mesh(data=8, model=1)
+  sharded = base.get(name)(
+      prompts, base.Policy(sampler, mesh_lib.shard_params(lm_state, mesh), tok),
+      base.Verifier(prm_graphdef, mesh_lib.shard_params(prm_state, mesh)), budget,
+      dataclasses.replace(scfg, mesh=mesh), jax.random.key(7))
+  assert sharded.texts == ref.texts and sharded.selected == ref.selected
+  for field in ("samples", "generated_tokens", "verifier_tokens", "budget_used"):
+    np.testing.assert_array_equal(getattr(sharded, field), getattr(ref, field))
+  for a, b in zip(sharded.scores, ref.scores):
+    np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+def test_sharded_rows_keep_each_problem_on_one_device():
+  from ttc_jax.parallel import mesh as mesh_lib  # pylint: disable=g-import-not-at-top
+  from ttc_jax.search import beam  # pylint: disable=g-import-not-at-top
+  mesh = mesh_lib.make_mesh(data=4, model=2)
+  x = mesh_lib.shard_batch(jnp.arange(4 * 8 * 3).reshape(32, 3), mesh)
+  src = jnp.tile(jnp.array([7, 7, 0, 1, 2, 3, 4, 5]), (4, 1))
+  out = jax.jit(lambda x, s: beam.gather_rows(x, s, 8))(x, src)
+  assert out.sharding.spec[0] == "data"  # stays sharded by problem
+  expect = np.asarray(x).reshape(4, 8, 3)[:, [7, 7, 0, 1, 2, 3, 4, 5]].reshape(32, 3)
+  np.testing.assert_array_equal(np.asarray(out), expect)
+  # Three problems on a 4-way data axis: padded with copies of the last prompt.
+  assert base.pad_problems([[1], [2], [3]], mesh) == [[1], [2], [3], [3]]
+
+
+@pytest.mark.parametrize("name, overrides", STRATEGIES)
+def test_warm_search_compiles_nothing(tiny, name, overrides):
+  policy, verifier, prompts = tiny
+  cfg = base.SearchConfig(**{"beam_width": 2, "max_rounds": 4, "max_step_tokens": 8, **overrides})
+  search, budget = base.get(name), 4 if cfg.beam_width == "sqrt" else 8
+  search(prompts, policy, verifier, budget, cfg, jax.random.key(1))
+  with count_compilations() as c:
+    search(prompts, policy, verifier, budget, cfg, jax.random.key(2))
+  assert c.count == 0

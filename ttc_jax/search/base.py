@@ -24,6 +24,7 @@ from typing import Any, Callable, Hashable, Protocol, Sequence
 import jax
 import numpy as np
 from flax import nnx
+from jax.sharding import Mesh
 
 from ttc_jax.data import arithmetic
 from ttc_jax.data.tokenizer import CharTokenizer
@@ -85,7 +86,11 @@ class SearchConfig:
     beam_width: M of beam search (paper §5.2), an int or 'sqrt' for M = √N.
     max_rounds: beam search stops after this many steps (40 in the paper).
     max_step_tokens: most tokens one beam-search step may generate.
+    lookahead: k of lookahead search (paper §5.2: k ∈ {1, 3}), the greedy
+      rollout steps whose end scores the current step.
     answer_fn: parses a solution's text into its final answer (None if absent).
+    mesh: problems (each with all its samples/beams) shard over this mesh's
+      `data` axis; None runs on the default device.
   """
 
   temperature: float = 1.0
@@ -96,7 +101,9 @@ class SearchConfig:
   beam_width: int | str = 4
   max_rounds: int = 40
   max_step_tokens: int = 32
+  lookahead: int = 1
   answer_fn: Callable[[str], Answer] = arithmetic.extract_answer
+  mesh: Mesh | None = None
 
 
 @dataclasses.dataclass
@@ -114,6 +121,8 @@ class SearchResult:
     samples: `[P]` generations started (full solutions for best-of-N, steps for beam search).
     generated_tokens: `[P]` tokens the policy generated (discarded candidates included).
     verifier_tokens: `[P]` real (non-padding) tokens the verifier encoded.
+    budget_used: `[P]` the most generations spent in one round (best-of-N: N,
+      its one round); never more than the budget the strategy was given.
   """
 
   tokens: list[np.ndarray]
@@ -126,6 +135,17 @@ class SearchResult:
   samples: np.ndarray
   generated_tokens: np.ndarray
   verifier_tokens: np.ndarray
+  budget_used: np.ndarray
+
+  @classmethod
+  def empty(cls, samples: np.ndarray, generated_tokens: np.ndarray,
+            verifier_tokens: np.ndarray, budget_used: np.ndarray) -> "SearchResult":
+    """A result with its counts and no problems yet (fill it with `add_problem`)."""
+    return cls(tokens=[], lengths=[], texts=[], answers=[], step_scores=[], scores=[],
+               selected=[], samples=np.asarray(samples, np.int64),
+               generated_tokens=np.asarray(generated_tokens, np.int64),
+               verifier_tokens=np.asarray(verifier_tokens, np.int64),
+               budget_used=np.asarray(budget_used, np.int64))
 
   def add_problem(self, gen: np.ndarray, lengths: np.ndarray, per_step: np.ndarray,
                   num_steps: np.ndarray, verifier: "Verifier", tokenizer: Any,
@@ -152,18 +172,35 @@ class SearchFn(Protocol):
 
 # ---- registry ----
 
+BudgetCheck = Callable[[int, "SearchConfig"], None]
 _REGISTRY: dict[str, SearchFn] = {}
+_CHECKS: dict[str, BudgetCheck] = {}
 
 
-def register(name: str) -> Callable[[SearchFn], SearchFn]:
-  """Decorator: makes a search function available as `get(name)`."""
+def register(name: str, check: BudgetCheck | None = None) -> Callable[[SearchFn], SearchFn]:
+  """Decorator: makes a search function available as `get(name)`.
+
+  `check(budget, config)`, if given, raises ValueError when the strategy cannot
+  run at that budget (e.g. beam search with N not a multiple of M); sweeps call
+  it through `check_budget` to skip such cells without spending compute.
+  """
   def wrap(fn: SearchFn) -> SearchFn:
     if name in _REGISTRY and _REGISTRY[name] is not fn:
       raise ValueError(f"A search strategy named {name!r} is already registered "
                        f"({_REGISTRY[name].__module__}); pick another name.")
     _REGISTRY[name] = fn
+    if check is not None:
+      _CHECKS[name] = check
     return fn
   return wrap
+
+
+def check_budget(name: str, budget: int, config: "SearchConfig") -> None:
+  """Raises ValueError if strategy `name` cannot run with `budget` and `config`."""
+  get(name)
+  validate_budget(budget)
+  if name in _CHECKS:
+    _CHECKS[name](budget, config)
 
 
 def get(name: str) -> SearchFn:
@@ -182,7 +219,8 @@ def registered() -> list[str]:
 
 def _import_builtins() -> None:
   # The built-in strategies register themselves on import.
-  from ttc_jax.search import beam, best_of_n  # pylint: disable=g-import-not-at-top,unused-import
+  # pylint: disable-next=g-import-not-at-top,unused-import
+  from ttc_jax.search import beam, best_of_n, dvts, lookahead
 
 
 # ---- validation (host-side, before any compute) ----
@@ -190,9 +228,7 @@ def _import_builtins() -> None:
 def validate(prompts: Sequence[Sequence[int]], policy: Policy, verifier: Verifier,
              budget: int, config: SearchConfig) -> int:
   """Checks what every strategy needs; returns the total length `max_len` to decode into."""
-  if isinstance(budget, bool) or not isinstance(budget, (int, np.integer)) or budget < 1:
-    raise ValueError(f"budget={budget!r}: the number of generations N must be an int >= 1 "
-                     f"(the paper sweeps 1 … 256).")
+  validate_budget(budget)
   if not len(prompts):
     raise ValueError("search() needs at least one problem prompt.")
   if config.selection not in SELECTIONS:
@@ -219,6 +255,12 @@ def validate(prompts: Sequence[Sequence[int]], policy: Policy, verifier: Verifie
   return max_len
 
 
+def validate_budget(budget: int) -> None:
+  if isinstance(budget, bool) or not isinstance(budget, (int, np.integer)) or budget < 1:
+    raise ValueError(f"budget={budget!r}: the number of generations N must be an int >= 1 "
+                     f"(the paper sweeps 1 … 256).")
+
+
 def beam_width(budget: int, config: SearchConfig) -> int:
   """M for budget N (paper §5.2: M = 4 or M = √N); raises unless M divides N."""
   m = config.beam_width
@@ -241,6 +283,17 @@ def beam_width(budget: int, config: SearchConfig) -> int:
   if config.max_step_tokens < 1:
     raise ValueError(f"max_step_tokens={config.max_step_tokens} must be >= 1.")
   return int(m)
+
+
+def pad_problems(prompts: Sequence[Sequence[int]],
+                 mesh: Mesh | None) -> list[Sequence[int]]:
+  """Prompts padded with copies of the last one to a multiple of the mesh's `data` axis.
+
+  Every device then holds whole problems (each with all its rows); callers drop
+  the copies' results and counts.
+  """
+  d = mesh.shape["data"] if mesh is not None else 1
+  return list(prompts) + [prompts[-1]] * (-len(prompts) % d)
 
 
 # ---- shared helpers ----

@@ -1,4 +1,4 @@
-"""PRM-guided beam search over solution steps (paper §5.2).
+"""PRM-guided beam search over solution steps (paper §5.2), and the tree-search engine it shares.
 
 With budget N and beam width M, per problem: sample N first steps, score each
 with the PRM, keep the top N/M, expand each with M next steps, and repeat until
@@ -6,12 +6,20 @@ every beam has ended or `max_rounds` steps (40 in the paper); the final pick is
 weighted best-of-N over the final beams. A beam's score is the verifier's
 aggregation of its step scores ('last': the PRM's prediction at its newest step).
 
+`tree_search` is the engine: lookahead search (`lookahead.py`) scores each step
+at the end of a greedy rollout, and DVTS (`dvts.py`) selects parents within
+independent subtrees; both are this loop with another `Tree`.
+
 Everything is incremental: each prompt is prefilled once (policy KV cache and
-PRM cache) and broadcast to its N rows; a round decodes one step per row from
-the kept `DecodeState` and the PRM encodes only the new step from the kept
-`ScoreState` (`gather` keeps the parents' rows; nothing is re-encoded). All
-problems share one batch of N * num_problems rows, so every round runs the same
-compiled shapes.
+PRM cache) and broadcast to its N rows. A round is three jitted calls: the
+policy decodes one step per expanding row from the kept `DecodeState`
+(expand), the PRM encodes only that step from the kept `ScoreState` (score),
+and one update records scores and counts, picks the next pool and gathers the
+parents' caches into their children's rows (select), never re-encoding. All
+problems share one batch of N * num_problems rows (problem-major, a problem's
+rows contiguous), so every round runs the same compiled shapes, and with a mesh
+the rows shard over `data` with each problem's beams on one device; the gather
+is batched over problems, so it moves no rows between devices.
 
 Budget (DESIGN.md "Budget fairness"): a *generation* is one row decoding one
 step; every round spends at most N generations per problem. A beam that ends
@@ -25,122 +33,260 @@ join the final pool as they are. The pool never holds more than N beams.
 Counts: `samples` = generations (row-steps decoded, discarded beams included);
 `generated_tokens` = tokens those generations produced; `verifier_tokens` = the
 prompt (encoded once per problem) plus every generated token (each encoded once
-by the PRM; block padding not counted).
+by the PRM; block padding not counted); `budget_used` = the most generations of
+any one round.
 """
 
 from __future__ import annotations
 
-from typing import Sequence
+import dataclasses
+import functools
+from typing import Any, Callable, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import struct
 
 from ttc_jax.models import reward
+from ttc_jax.parallel import mesh as mesh_lib
 from ttc_jax.search import base
 
+# pool(alive, finished, scores) for one problem's rows [N] -> (src, alive, finished, expand).
+PoolFn = Callable[[jax.Array, jax.Array, jax.Array], tuple[jax.Array, ...]]
 
-def _sigmoid(x: np.ndarray) -> np.ndarray:
-  return 1.0 / (1.0 + np.exp(-x.astype(np.float64)))
 
+@dataclasses.dataclass(frozen=True)
+class Tree:
+  """The static shape of a tree search; hashable, so it is a static argument of jit.
 
-def _next_pool(n: int, m: int, alive: np.ndarray, finished: np.ndarray,
-               scores: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-  """One problem's N slots for the next round: `(source rows, alive, finished, expand)`.
-
-  Finished beams keep a slot; the top P active beams (stable on ties) fill M slots
-  each; the rest of the slots are idle copies (not alive, never decoded).
+  Attributes:
+    n: rows per problem (beam search: the budget N).
+    m: beam width M (children per parent).
+    pool: 'beam' (global top N/M parents) or 'dvts' (the best of each subtree of M rows).
+    lookahead: k greedy rollout steps whose end scores each new step (0: the step itself).
   """
-  fin = np.flatnonzero(alive & finished)
-  act = np.flatnonzero(alive & ~finished)
-  k = min((n - len(fin)) // m, len(act))
-  if k == 0:  # nothing can grow: keep the pool as it is
-    return np.arange(n), alive, finished, np.zeros((n,), bool)
-  parents = act[np.argsort(-scores[act], kind="stable")[:k]]
-  idle = n - len(fin) - k * m
-  src = np.concatenate([fin, np.repeat(parents, m), np.full((idle,), fin[0] if len(fin)
-                                                            else parents[0])])
-  new_alive = np.arange(n) < len(fin) + k * m
-  new_finished = np.arange(n) < len(fin)
-  return src, new_alive, new_finished, new_alive & ~new_finished
+
+  n: int
+  m: int
+  pool: str = "beam"
+  lookahead: int = 0
 
 
-@base.register("beam")
+@struct.dataclass
+class Book:
+  """Per-row search bookkeeping, on device, gathered with the rows every round."""
+
+  alive: jax.Array      # [B] bool: the row holds a beam of the pool
+  finished: jax.Array   # [B] bool: that beam has ended (EOS / length limit)
+  expand: jax.Array     # [B] bool: the row decodes a step this round
+  hist: jax.Array       # [B, R] float32 per-step scores, NaN padded
+  num_steps: jax.Array  # [B] int32 steps scored so far
+
+
+@struct.dataclass
+class Counts:
+  """Per-problem compute spent, on device (see the module docstring)."""
+
+  samples: jax.Array
+  generated: jax.Array
+  verified: jax.Array
+  budget_used: jax.Array
+
+
+# ---- pool rules (one problem's N rows; vmapped over problems) ----
+
+def _sorted_pool(alive, finished, scores):
+  """Row order: finished beams, then active beams by score (descending), then idle rows.
+
+  Stable, so ties keep row order.
+  """
+  group = jnp.where(alive & finished, 0, jnp.where(alive, 1, 2))
+  key = jnp.where(group == 1, -scores, 0.0)
+  return jnp.lexsort((key, group))
+
+
+def beam_pool(m: int, alive, finished, scores):
+  """Beam search (paper §5.2): finished beams keep their rows; the top P active beams get M each."""
+  n = alive.shape[0]
+  order = _sorted_pool(alive, finished, scores)
+  num_fin = (alive & finished).sum()
+  num_act = (alive & ~finished).sum()
+  k = jnp.minimum((n - num_fin) // m, num_act)
+  slot = jnp.arange(n)
+  parent = order[jnp.minimum(num_fin + (slot - num_fin) // m, n - 1)]
+  src = jnp.where(slot < num_fin, order[slot], jnp.where(slot < num_fin + k * m, parent, order[0]))
+  new_alive = slot < num_fin + k * m
+  new_finished = slot < num_fin
+  grow = k > 0  # else nothing can grow: keep the pool as it is
+  return (jnp.where(grow, src, slot), jnp.where(grow, new_alive, alive),
+          jnp.where(grow, new_finished, finished), jnp.where(grow, new_alive & ~new_finished,
+                                                             False))
+
+
+def _pool_fn(tree: Tree) -> PoolFn:
+  if tree.pool == "beam":
+    return functools.partial(beam_pool, tree.m)
+  from ttc_jax.search import dvts  # pylint: disable=g-import-not-at-top
+  return functools.partial(dvts.subtree_pool, tree.m)
+
+
+def final_candidates(tree: Tree, alive: np.ndarray, scores: np.ndarray) -> np.ndarray:
+  """Host-side: one problem's rows that form its final pool (beam: every alive row)."""
+  if tree.pool == "beam":
+    return np.flatnonzero(alive)
+  from ttc_jax.search import dvts  # pylint: disable=g-import-not-at-top
+  return dvts.subtree_finals(tree.m, alive, scores)
+
+
+# ---- jitted pieces of a round ----
+
+def _rows(x: jax.Array, n: int) -> jax.Array:
+  return x.reshape(x.shape[0] // n, n, *x.shape[1:])
+
+
+def gather_rows(tree: Any, src: jax.Array, n: int) -> Any:
+  """Row `src[q, j]` of problem q into row j of problem q, for every batch-major leaf.
+
+  Batched over problems (vmap), so with rows sharded by problem no row crosses devices.
+  """
+  take = jax.vmap(lambda x, i: jnp.take(x, i, axis=0))
+  return jax.tree.map(lambda x: take(_rows(x, n), src).reshape(x.shape), tree)
+
+
+def _scores(book: Book, how: str) -> jax.Array:
+  """On-device twin of `reward.aggregate` over `book.hist`."""
+  h = jnp.nan_to_num(book.hist)
+  valid = jnp.arange(h.shape[1])[None] < book.num_steps[:, None]
+  if how == "last":
+    out = jnp.take_along_axis(h, jnp.maximum(book.num_steps - 1, 0)[:, None], axis=1)[:, 0]
+  elif how == "min":
+    out = jnp.where(valid, h, 1.0).min(axis=1)
+  else:
+    out = jnp.where(valid, h, 1.0).prod(axis=1)
+  return jnp.where(book.num_steps > 0, out, 0.0)
+
+
+@functools.partial(jax.jit, static_argnames=("tree", "aggregation", "select"))
+def _update(book: Book, counts: Counts, state, score_state, logit: jax.Array,
+            lengths: jax.Array, ended: jax.Array, extra_gens: jax.Array,
+            extra_tokens: jax.Array, *, tree: Tree, aggregation: str, select: bool):
+  """Records a round (scores, counts, finished beams); with `select`, picks and gathers the next pool."""
+  n = tree.n
+  per_problem = lambda x: _rows(x, n).sum(1)
+  gens = book.expand.astype(jnp.int32) + extra_gens
+  counts = Counts(samples=counts.samples + per_problem(gens),
+                  generated=counts.generated + per_problem(lengths + extra_tokens),
+                  verified=counts.verified + per_problem(lengths + extra_tokens),
+                  budget_used=jnp.maximum(counts.budget_used, per_problem(gens)))
+  rows = jnp.arange(book.hist.shape[0])
+  step = jnp.minimum(book.num_steps, book.hist.shape[1] - 1)
+  hist = book.hist.at[rows, step].set(jnp.where(book.expand, jax.nn.sigmoid(logit),
+                                                book.hist[rows, step]))
+  book = book.replace(hist=hist, num_steps=book.num_steps + book.expand,
+                      finished=book.finished | (book.expand & ended))
+  if not select:
+    return book, counts, state, score_state
+  scores = _scores(book, aggregation)
+  src, alive, finished, expand = jax.vmap(_pool_fn(tree))(
+      _rows(book.alive, n), _rows(book.finished, n), _rows(scores, n))
+  hist, num_steps, state, score_state = gather_rows(
+      (book.hist, book.num_steps, state, score_state), src, n)
+  book = Book(alive=alive.reshape(-1), finished=finished.reshape(-1), expand=expand.reshape(-1),
+              hist=hist, num_steps=num_steps)
+  return book, counts, state, score_state
+
+
+@functools.partial(jax.jit, static_argnames=("n",))
+def _broadcast(tree: Any, n: int) -> Any:
+  """Each problem's row repeated for its n rows (problem-major)."""
+  return jax.tree.map(lambda x: jnp.repeat(x, n, axis=0), tree)
+
+
+# ---- the engine ----
+
+def tree_search(prompts: Sequence[Sequence[int]], policy: base.Policy, verifier: base.Verifier,
+                tree: Tree, config: base.SearchConfig, rng: jax.Array,
+                max_len: int) -> base.SearchResult:
+  """Runs a validated tree search (see the module docstring) on every problem at once."""
+  num_problems = len(prompts)
+  padded = base.pad_problems(prompts, config.mesh)
+  n, sampler, tok = tree.n, policy.sampler, policy.tokenizer
+  toks, lens = sampler.pad_prompts(padded, max_len)
+  toks, lens = toks[:len(padded)], lens[:len(padded)]
+  if config.mesh is not None:
+    toks, lens = mesh_lib.shard_batch((toks, lens), config.mesh)
+  toks, lens = jnp.asarray(toks), jnp.asarray(lens)
+  state = _broadcast(sampler.prefill(policy.params, toks, lens, max_len), n)
+  # The PRM writes each step as a block of max_step_tokens slots past the row's end.
+  score_state = _broadcast(verifier.prefill(toks, lens, max_len + config.max_step_tokens), n)
+
+  b = n * len(padded)
+  book = Book(alive=jnp.ones((b,), bool), finished=jnp.zeros((b,), bool),
+              expand=jnp.ones((b,), bool),
+              hist=jnp.full((b, config.max_rounds), jnp.nan, jnp.float32),
+              num_steps=jnp.zeros((b,), jnp.int32))
+  zeros = jnp.zeros((len(padded),), jnp.int32)
+  counts = Counts(samples=zeros, generated=zeros, verified=lens.astype(jnp.int32),
+                  budget_used=zeros)
+  if config.mesh is not None:
+    book, counts = mesh_lib.shard_batch((book, counts), config.mesh)
+  decode = functools.partial(sampler.decode, policy.params, max_new_tokens=config.max_step_tokens,
+                             stop="step", top_k=config.top_k)
+
+  for r in range(config.max_rounds):
+    key = jax.random.fold_in(rng, r)
+    state, out = decode(state.replace(done=~book.expand), key, temperature=config.temperature,
+                        top_p=config.top_p)
+    score_state, logit = verifier.extend(score_state, out.tokens, out.lengths)
+    extra_gens = extra_tokens = jnp.zeros_like(out.lengths)
+    if tree.lookahead:
+      from ttc_jax.search import lookahead  # pylint: disable=g-import-not-at-top
+      logit, extra_gens, extra_tokens = lookahead.rollout(
+          decode, verifier, state, score_state, book.expand, tree.lookahead, key)
+    last = r + 1 == config.max_rounds
+    book, counts, state, score_state = _update(
+        book, counts, state, score_state, logit, out.lengths, state.done, extra_gens,
+        extra_tokens, tree=tree, aggregation=verifier.aggregation, select=not last)
+    if last or not bool(book.expand.any()):
+      break
+
+  return _result(tree, state, book, counts, prompts, tok, verifier, config)
+
+
+def _result(tree: Tree, state, book: Book, counts: Counts, prompts, tok, verifier,
+            config: base.SearchConfig) -> base.SearchResult:
+  """The final pool of each (real, not padding) problem and the selected answers."""
+  n, num_problems = tree.n, len(prompts)
+  rows, positions = np.asarray(state.tokens), np.asarray(state.positions)
+  alive, hist = np.asarray(book.alive), np.asarray(book.hist)
+  num_steps = np.asarray(book.num_steps).astype(np.int64)
+  scores = reward.aggregate(hist, num_steps, verifier.aggregation)
+  host = lambda x: np.asarray(x)[:num_problems]
+  result = base.SearchResult.empty(host(counts.samples), host(counts.generated),
+                                   host(counts.verified), host(counts.budget_used))
+  for q, prompt in enumerate(prompts):
+    sl = slice(q * n, (q + 1) * n)
+    keep = q * n + final_candidates(tree, alive[sl], scores[sl])
+    start = len(prompt)
+    lengths = positions[keep] - start
+    gen = np.full((len(keep), int(lengths.max(initial=0))), tok.pad_id, np.int32)
+    for i, (row, length) in enumerate(zip(rows[keep], lengths)):
+      gen[i, :length] = row[start:start + length]
+    per_step = hist[keep, :int(num_steps[keep].max(initial=0))]
+    result.add_problem(gen, lengths, per_step, num_steps[keep], verifier, tok, config)
+  return result
+
+
+def check(budget: int, config: base.SearchConfig) -> None:
+  """Beam search needs M | N and N >= M (paper §5.2)."""
+  base.beam_width(budget, config)
+
+
+@base.register("beam", check=check)
 def beam_search(prompts: Sequence[Sequence[int]], policy: base.Policy, verifier: base.Verifier,
                 budget: int, config: base.SearchConfig, rng: jax.Array) -> base.SearchResult:
   """Beam search with budget N = `budget` and width M = `config.beam_width` (paper §5.2)."""
   max_len = base.validate(prompts, policy, verifier, budget, config)
-  m = base.beam_width(budget, config)
-  n, num_problems = int(budget), len(prompts)
-  b = n * num_problems
-  sampler, tok = policy.sampler, policy.tokenizer
-
-  toks, lens = sampler.pad_prompts(prompts, max_len)
-  toks, lens = jnp.asarray(toks), jnp.asarray(lens)
-  rows = jnp.asarray(np.repeat(np.arange(num_problems), n))  # problem-major: row = q * N + j
-  state = sampler.prefill(policy.params, toks, lens, max_len).gather(rows)
-  # The PRM writes each step as a block of max_step_tokens slots past the row's end.
-  score_state = verifier.prefill(toks, lens, max_len + config.max_step_tokens).gather(rows)
-
-  prompt_len = np.array([len(p) for p in prompts], np.int64)
-  samples = np.zeros((num_problems,), np.int64)
-  generated = np.zeros((num_problems,), np.int64)
-  verified = prompt_len.copy()
-  alive = np.ones((b,), bool)
-  finished = np.zeros((b,), bool)
-  expand = np.ones((b,), bool)
-  hist = np.full((b, config.max_rounds), np.nan, np.float32)  # per-step scores
-  num_steps = np.zeros((b,), np.int64)
-
-  for r in range(config.max_rounds):
-    state = state.replace(done=jnp.asarray(~expand))
-    state, out = sampler.decode(policy.params, state, jax.random.fold_in(rng, r),
-                                max_new_tokens=config.max_step_tokens, stop="step",
-                                temperature=config.temperature, top_k=config.top_k,
-                                top_p=config.top_p)
-    score_state, logit = verifier.extend(score_state, out.tokens, out.lengths)
-    lengths = np.asarray(out.lengths).astype(np.int64)
-    assert not lengths[~expand].any(), "a row outside the beam generated tokens"
-    samples += expand.reshape(num_problems, n).sum(1)  # <= N: one row per slot
-    generated += lengths.reshape(num_problems, n).sum(1)
-    verified += lengths.reshape(num_problems, n).sum(1)
-    hist[expand, num_steps[expand]] = _sigmoid(np.asarray(logit)[expand])
-    num_steps += expand
-    finished |= expand & np.asarray(state.done)
-    if r + 1 == config.max_rounds:
-      break
-
-    scores = reward.aggregate(hist, num_steps, verifier.aggregation)
-    pools = [_next_pool(n, m, alive[q * n:(q + 1) * n], finished[q * n:(q + 1) * n],
-                        scores[q * n:(q + 1) * n]) for q in range(num_problems)]
-    expand = np.concatenate([e for *_, e in pools])
-    if not expand.any():
-      break
-    idx = np.concatenate([s + q * n for q, (s, *_) in enumerate(pools)])
-    alive = np.concatenate([a for _, a, _, _ in pools])
-    finished = np.concatenate([f for _, _, f, _ in pools])
-    state, score_state = state.gather(jnp.asarray(idx)), score_state.gather(jnp.asarray(idx))
-    hist, num_steps = hist[idx], num_steps[idx]
-
-  return _result(state, hist, num_steps, alive, prompt_len, n, tok, verifier, config,
-                 samples, generated, verified)
-
-
-def _result(state, hist, num_steps, alive, prompt_len, n, tok, verifier, config, samples,
-            generated, verified) -> base.SearchResult:
-  """The final pool of each problem (its alive rows) and the selected answers."""
-  rows, positions = np.asarray(state.tokens), np.asarray(state.positions)
-  result = base.SearchResult(tokens=[], lengths=[], texts=[], answers=[], step_scores=[], scores=[],
-                             selected=[], samples=samples, generated_tokens=generated,
-                             verifier_tokens=verified)
-  for q, start in enumerate(prompt_len):
-    keep = q * n + np.flatnonzero(alive[q * n:(q + 1) * n])
-    lengths = positions[keep] - start
-    width = int(lengths.max(initial=0))
-    gen = np.full((len(keep), width), tok.pad_id, np.int32)
-    for i, (row, length) in enumerate(zip(rows[keep], lengths)):
-      gen[i, :length] = row[start:start + length]
-    steps = int(num_steps[keep].max(initial=0))
-    per_step = hist[keep, :steps]
-    result.add_problem(gen, lengths, per_step, num_steps[keep], verifier, tok, config)
-  return result
+  tree = Tree(n=int(budget), m=base.beam_width(budget, config))
+  return tree_search(prompts, policy, verifier, tree, config, rng, max_len)

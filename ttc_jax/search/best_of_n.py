@@ -8,7 +8,7 @@ naive best-of-N or majority vote.
 
 Counts: `samples` = N per problem; `generated_tokens` = the samples' lengths;
 `verifier_tokens` = prompt + solution tokens of every sample (the full pass
-encodes each sample's prompt; padding is not counted).
+encodes each sample's prompt; padding is not counted); `budget_used` = N.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ttc_jax.models import reward
+from ttc_jax.parallel import mesh as mesh_lib
 from ttc_jax.search import base
 
 
@@ -29,27 +30,32 @@ def best_of_n(prompts: Sequence[Sequence[int]], policy: base.Policy, verifier: b
   """N = `budget` independent solutions per problem, the answer picked by the verifier."""
   max_len = base.validate(prompts, policy, verifier, budget, config)
   sampler, tok, n = policy.sampler, policy.tokenizer, int(budget)
-  state, out = sampler.sample(policy.params, prompts, rng, num_samples=n, max_len=max_len,
+  padded = base.pad_problems(prompts, config.mesh)
+  state, out = sampler.sample(policy.params, padded, rng, num_samples=n, max_len=max_len,
                               stop="eos", temperature=config.temperature, top_k=config.top_k,
-                              top_p=config.top_p)
+                              top_p=config.top_p, mesh=config.mesh)
   rows = np.asarray(state.tokens)
   lengths = np.asarray(out.lengths).astype(np.int64)
-  prompt_len = np.repeat([len(p) for p in prompts], n).astype(np.int64)
+  prompt_len = np.repeat([len(p) for p in padded], n).astype(np.int64)
 
   # Step ends by the rule PRM labels use; a fixed width (a step has >= 2 tokens)
   # keeps the verifier's compiled shape constant.
   ends = reward.find_step_ends(rows, tok.step_id, tok.eos_id, prompt_len,
                                max_steps=max_len // 2 + 1, pad_id=tok.pad_id, bos_id=tok.bos_id)
-  step_scores = verifier.step_scores(jnp.asarray(rows), jnp.asarray(ends))
+  inputs = (rows, ends)
+  if config.mesh is not None:
+    inputs = mesh_lib.shard_batch(inputs, config.mesh)
+  step_scores = verifier.step_scores(*map(jnp.asarray, inputs))
   num_steps = (ends >= 0).sum(1)
 
-  result = base.SearchResult(tokens=[], lengths=[], texts=[], answers=[], step_scores=[], scores=[],
-                             selected=[], samples=np.full((len(prompts),), n, np.int64),
-                             generated_tokens=lengths.reshape(-1, n).sum(1),
-                             verifier_tokens=(prompt_len + lengths).reshape(-1, n).sum(1))
+  q = len(prompts)
+  result = base.SearchResult.empty(
+      samples=np.full((q,), n), generated_tokens=lengths.reshape(-1, n).sum(1)[:q],
+      verifier_tokens=(prompt_len + lengths).reshape(-1, n).sum(1)[:q],
+      budget_used=np.full((q,), n))
   gen = np.asarray(out.tokens)
-  for q in range(len(prompts)):
-    sl = slice(q * n, (q + 1) * n)
+  for i in range(q):
+    sl = slice(i * n, (i + 1) * n)
     s = int(num_steps[sl].max(initial=0))
     per_step = np.where(ends[sl, :s] >= 0, step_scores[sl, :s], np.nan).astype(np.float32)
     result.add_problem(gen[sl, :int(lengths[sl].max(initial=0))], lengths[sl], per_step,
