@@ -48,5 +48,12 @@ def get_config() -> ml_collections.ConfigDict:
       max_n=64, budgets=(4, 16, 64), aggregation="last", batch_prompts=16,
       mc_label_questions=100))
 
+  # Search (paper §5): accuracy vs generation budget per strategy on test questions.
+  c.search = ml_collections.ConfigDict(dict(
+      num_questions=200, budgets=(1, 2, 4, 8, 16, 32, 64),
+      strategies=("best_of_n", "beam/beam_width=4", "beam/beam_width=sqrt",
+                  "lookahead/lookahead=1", "dvts/beam_width=4"),
+      rows_per_batch=1024, temperature=1.0, max_step_tokens=16, max_rounds=40))
+
   c.mesh = ml_collections.ConfigDict(dict(data=0, model=1))  # data=0: all devices
   return c

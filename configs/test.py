@@ -29,4 +29,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.orm.train.update(total_steps=10, batch_size=8, warmup_steps=2, checkpoint_every=5,
                      log_every=5)
   c.verifier_eval.update(max_n=8, budgets=(2, 8), batch_prompts=8, mc_label_questions=4)
+  c.search.update(num_questions=6, budgets=(1, 4, 8),
+                  strategies=("best_of_n", "beam/beam_width=2", "lookahead/lookahead=1,beam_width=2",
+                              "dvts/beam_width=2"), rows_per_batch=16)
   return c

@@ -62,17 +62,33 @@ def test_cli_job_writes_workdir(finished_run):
   assert os.path.exists(workdir / "prm_labels_heldout" / "manifest.json")
   assert set(summary["bon"]) == {"prm_weighted", "prm_naive", "orm_weighted", "majority"}
   assert set(summary["bon"]["majority"]) == {"2", "8"}
+  # Search stage: one JSONL row per feasible (strategy, budget) cell, summarized by budget.
+  rows = [json.loads(l) for l in open(workdir / "search.jsonl")]
+  cells = {(r["cell"]["strategy"], r["cell"]["budget"]) for r in rows}
+  assert cells == {("best_of_n", 1), ("best_of_n", 4), ("best_of_n", 8),
+                   ("beam/beam_width=2", 4), ("beam/beam_width=2", 8),
+                   ("lookahead/lookahead=1,beam_width=2", 4),
+                   ("lookahead/lookahead=1,beam_width=2", 8),
+                   ("dvts/beam_width=2", 4), ("dvts/beam_width=2", 8)}
+  for r in rows:
+    assert len(r["correct"]) == 6 and max(r["budget_used"]) <= r["cell"]["budget"]
+    assert r["accuracy"] == round(sum(r["correct"]) / 6, 4)
+    assert summary["search"][r["cell"]["strategy"]][str(r["cell"]["budget"])]["all"] == \
+        r["accuracy"]
+  assert "harder_half" in summary["search"]["beam/beam_width=2"]["4"]
 
 
 def test_rerun_skips_finished_stages(finished_run):
   workdir, _ = finished_run
   before = json.load(open(workdir / "summary.json"))
   n_rows = len(open(workdir / "metrics.jsonl").readlines())
+  n_search = len(open(workdir / "search.jsonl").readlines())
   summary = pipeline.run(_config(workdir))
-  for key in ("base_lm", "bon", "prm_step_auroc", "mc_label_step_auroc"):
+  for key in ("base_lm", "bon", "prm_step_auroc", "mc_label_step_auroc", "search"):
     assert summary[key] == before[key]
-  # No training step and no evaluation ran again: no new metric rows.
+  # No training step and no evaluation ran again: no new metric or search rows.
   assert len(open(workdir / "metrics.jsonl").readlines()) == n_rows
+  assert len(open(workdir / "search.jsonl").readlines()) == n_search
 
 
 def test_unknown_config_key_is_a_clear_error(tmp_path):
@@ -127,4 +143,16 @@ def test_later_stage_config_errors_come_before_any_compute(tmp_path):
   c.prm.train.bogus = 1
   with pytest.raises(ValueError, match=r"Unknown key\(s\) \['bogus'\] in config.prm.train"):
     pipeline.Job(c)
+  assert not os.path.exists(tmp_path / "checkpoints")
+
+
+@pytest.mark.parametrize("key, value, match", [
+    ("search.strategies", ("beam/beam_width=4", "bean"),
+     r"unknown search strategy 'bean'.*registered: \[.*'beam'"),
+    ("search.strategies", ("beam/width=4",), r"'width=4' in 'beam/width=4' is not field=value"),
+    ("search.budgets", (4, 0), r"search.budgets=\(4, 0\) must be ints >= 1"),
+])
+def test_bad_search_config_fails_before_any_compute(tmp_path, key, value, match):
+  with pytest.raises(ValueError, match=match):
+    pipeline.Job(_config(tmp_path, **{key: value}))
   assert not os.path.exists(tmp_path / "checkpoints")

@@ -14,6 +14,7 @@ import functools
 import json
 import os
 import time
+import zlib
 from typing import Any
 
 import jax
@@ -25,17 +26,20 @@ from ttc_jax.data import arithmetic
 from ttc_jax.data import tasks
 from ttc_jax.data.tokenizer import CharTokenizer
 from ttc_jax.experiments import metrics
+from ttc_jax.experiments import search_sweep
+from ttc_jax.experiments import sweep
 from ttc_jax.models import reward
 from ttc_jax.models import transformer
 from ttc_jax.parallel import mesh as mesh_lib
 from ttc_jax.sampling.sampler import Sampler
+from ttc_jax.search import base as search_base
 from ttc_jax.search import selection
 from ttc_jax.training import prm_labels
 from ttc_jax.training import trainer
 
 KNOWN_TASKS = ("chain_arithmetic",)
 TOP_LEVEL_KEYS = ("workdir", "seed", "task", "model", "train", "eval", "mesh", "prm", "orm",
-                  "verifier_eval")
+                  "verifier_eval", "search")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -115,6 +119,9 @@ class Job:
                              for name in ("prm", "orm")}
     self.verifier_cfg = dataclass_from_config(VerifierEvalConfig, config.verifier_eval,
                                               "verifier_eval")
+    self.search_cfg = dataclass_from_config(
+        search_sweep.SearchSweepConfig, {k: tuple(v) if isinstance(v, (list, tuple)) else v
+                                         for k, v in config.search.items()}, "search")
     self.levels = levels_from_config(config)
     self.mesh = mesh_lib.make_mesh(data=config.mesh.data or None, model=config.mesh.model)
     self.metrics_path = os.path.join(self.workdir, "metrics.jsonl")
@@ -167,11 +174,11 @@ class Job:
 
   def train_problems(self, n: int) -> list[arithmetic.Problem]:
     """`n` training questions, spread evenly over the levels (split order is by level)."""
-    levels = np.asarray(self.train_split["level"])
-    per = -(-n // len(self.levels))
-    idx = np.concatenate([np.flatnonzero(levels == lv)[:per] for lv in np.unique(levels)])[:n]
-    return [arithmetic.Problem.from_question(str(self.train_split["question"][i]),
-                                             int(levels[i])) for i in idx]
+    return problems_by_level(self.train_split, n)
+
+  def test_problems(self, n: int) -> list[arithmetic.Problem]:
+    """`n` test questions, spread evenly over the levels."""
+    return problems_by_level(self.test_split, n)
 
   def prm_labels(self) -> None:
     cfg = self.prm_label_cfg
@@ -254,6 +261,30 @@ class Job:
     return _rounded(prm_labels.step_label_auroc(prm_labels.load_labels(out), held[:n],
                                                 self.tokenizer))
 
+  def search(self) -> dict[str, Any]:
+    """Accuracy vs generation budget of every search strategy on test questions (paper §5.3)."""
+    cfg = self.search_cfg
+    problems = self.test_problems(cfg.num_questions)
+    policy = search_base.Policy(self.sampler, self.params, self.tokenizer)
+    verifier = search_base.Verifier(*self.prm, aggregation=self.verifier_cfg.aggregation)
+    # Rows are reused only for the same questions, settings and seed.
+    settings = {k: v for k, v in dataclasses.asdict(cfg).items()
+                if k not in ("budgets", "strategies")}
+    setup = prm_labels.questions_fingerprint(problems)[:12] + "-" + str(zlib.crc32(
+        json.dumps([settings, self.config.seed], sort_keys=True).encode()))
+    cells = [{**c, "setup": setup} for c in search_sweep.cells(cfg)]
+    rows = sweep.run_grid(
+        os.path.join(self.workdir, "search.jsonl"), cells,
+        lambda c: search_sweep.run_cell(c, problems, policy, verifier, cfg, self.mesh,
+                                        self.config.seed + 4), desc="search")
+    table = search_sweep.summarize(rows)
+    metrics.update_summary(self.workdir, search=table)
+    self.log("search", f"{len(rows)} cells on {len(problems)} test questions; accuracy:")
+    print(search_sweep.format_table(table), flush=True)
+    if any("harder_half" in t for s in table.values() for t in s.values()):
+      print("harder half:\n" + search_sweep.format_table(table, "harder_half"), flush=True)
+    return table
+
   def run(self) -> dict[str, Any]:
     with open(os.path.join(self.workdir, "config.json"), "w") as f:
       f.write(self.config.to_json_best_effort(indent=2))
@@ -264,7 +295,17 @@ class Job:
     self.train_prm()
     self.train_orm()
     self.verifier_eval()
+    self.search()
     return metrics.update_summary(self.workdir, wall_s=round(time.time() - self.start, 1))
+
+
+def problems_by_level(split: dict[str, Any], n: int) -> list[arithmetic.Problem]:
+  """The first `n` questions of a split, spread evenly over its levels."""
+  levels = np.asarray(split["level"])
+  per = -(-n // len(np.unique(levels)))
+  idx = np.concatenate([np.flatnonzero(levels == lv)[:per] for lv in np.unique(levels)])[:n]
+  return [arithmetic.Problem.from_question(str(split["question"][i]), int(levels[i]))
+          for i in idx]
 
 
 def epoch_batches(arrays: dict[str, np.ndarray], batch_size: int, seed: int):
