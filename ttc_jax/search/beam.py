@@ -33,8 +33,9 @@ join the final pool as they are. The pool never holds more than N beams.
 Counts: `samples` = generations (row-steps decoded, discarded beams included);
 `generated_tokens` = tokens those generations produced; `verifier_tokens` = the
 prompt (encoded once per problem) plus every generated token (each encoded once
-by the PRM; block padding not counted); `budget_used` = the most generations of
-any one round.
+by the PRM; block padding not counted: the PRM's block is cut to the round's
+longest step, see `step_block`); `budget_used` = the most generations of any one
+round.
 """
 
 from __future__ import annotations
@@ -197,6 +198,16 @@ def _update(book: Book, counts: Counts, state, score_state, logit: jax.Array,
   return book, counts, state, score_state
 
 
+def step_block(new_tokens: jax.Array, lengths: jax.Array, cap: int) -> jax.Array:
+  """`new_tokens` cut to the round's longest step rounded up to a multiple of 4 (<= `cap`).
+
+  The PRM then encodes that many slots per row instead of `cap`; the rounding
+  bounds the compiled widths to cap / 4.
+  """
+  width = min(cap, max(4, -(-int(lengths.max()) // 4) * 4))
+  return new_tokens[:, :width]
+
+
 @functools.partial(jax.jit, static_argnames=("n",))
 def _broadcast(tree: Any, n: int) -> Any:
   """Each problem's row repeated for its n rows (problem-major)."""
@@ -238,12 +249,14 @@ def tree_search(prompts: Sequence[Sequence[int]], policy: base.Policy, verifier:
     key = jax.random.fold_in(rng, r)
     state, out = decode(state.replace(done=~book.expand), key, temperature=config.temperature,
                         top_p=config.top_p)
-    score_state, logit = verifier.extend(score_state, out.tokens, out.lengths)
+    score_state, logit = verifier.extend(
+        score_state, step_block(out.tokens, out.lengths, config.max_step_tokens), out.lengths)
     extra_gens = extra_tokens = jnp.zeros_like(out.lengths)
     if tree.lookahead:
       from ttc_jax.search import lookahead  # pylint: disable=g-import-not-at-top
       logit, extra_gens, extra_tokens = lookahead.rollout(
-          decode, verifier, state, score_state, book.expand, tree.lookahead, key)
+          decode, verifier, state, score_state, book.expand, tree.lookahead, key,
+          config.max_step_tokens)
     last = r + 1 == config.max_rounds
     book, counts, state, score_state = _update(
         book, counts, state, score_state, logit, out.lengths, state.done, extra_gens,

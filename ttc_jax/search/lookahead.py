@@ -26,7 +26,8 @@ from ttc_jax.search import beam
 
 
 def rollout(decode: Callable, verifier: base.Verifier, state, score_state, expand: jax.Array,
-            k: int, rng: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+            k: int, rng: jax.Array, max_step_tokens: int
+            ) -> tuple[jax.Array, jax.Array, jax.Array]:
   """Greedy k-step rollouts of the rows in `expand` that have not ended.
 
   Returns the PRM logit at each rollout's end (the step's own logit where no
@@ -38,7 +39,8 @@ def rollout(decode: Callable, verifier: base.Verifier, state, score_state, expan
   for j in range(k):
     gens = gens + (~st.done).astype(jnp.int32)
     st, out = decode(st, jax.random.fold_in(rng, j + 1), temperature=0.0, top_p=1.0)
-    sc, _ = verifier.extend(sc, out.tokens, out.lengths)
+    sc, _ = verifier.extend(sc, beam.step_block(out.tokens, out.lengths, max_step_tokens),
+                            out.lengths)
     tokens = tokens + out.lengths
   return sc.logit, gens, tokens
 
