@@ -435,3 +435,29 @@ def test_warm_search_compiles_nothing(tiny, name, overrides):
   with count_compilations() as c:
     search(prompts, policy, verifier, budget, cfg, jax.random.key(2))
   assert c.count == 0
+
+
+def test_custom_strategy_runs_through_the_sweep_code(tmp_path, tiny):
+  from ttc_jax.data import arithmetic  # pylint: disable=g-import-not-at-top
+  from ttc_jax.experiments import search_sweep, sweep  # pylint: disable=g-import-not-at-top
+  policy, verifier, _ = tiny
+  problems = [arithmetic.Problem.from_question(q, lv)
+              for q, lv in [("1+2", 1), ("3+4", 1), ("34-5+6", 2)]]
+  cfg = search_sweep.SearchSweepConfig(num_questions=3, budgets=(1, 2, 3),
+                                       strategies=("test_greedy", "beam/beam_width=2"),
+                                       rows_per_batch=4, max_step_tokens=8)
+  cells = search_sweep.cells(cfg)
+  # The custom strategy has no budget check, so it runs at every budget; beam needs 2 | N.
+  assert [(c["strategy"], c["budget"]) for c in cells] == [
+      ("test_greedy", 1), ("test_greedy", 2), ("test_greedy", 3), ("beam/beam_width=2", 2)]
+  rows = sweep.run_grid(tmp_path / "search.jsonl", cells, lambda c: search_sweep.run_cell(
+      c, problems, policy, verifier, cfg, None, seed=0))
+  direct = base.get("test_greedy")([TOK.encode(p.prompt, bos=True) for p in problems], policy,
+                                   verifier, 1, cfg.search_config(), jax.random.key(0))
+  want = [int(s == p.answer) for s, p in zip(direct.selected, problems)]
+  for r in rows[:3]:
+    assert r["correct"] == want and r["samples"] == [1, 1, 1]
+  table = search_sweep.summarize(rows, baseline="test_greedy")
+  assert set(table) == {"test_greedy", "beam/beam_width=2"}
+  assert table["test_greedy"]["2"]["all"] == round(sum(want) / 3, 4)
+  assert "test_greedy" in search_sweep.format_table(table)
