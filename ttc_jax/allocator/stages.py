@@ -166,7 +166,7 @@ def default_config(scale: str = "demo") -> ml_collections.ConfigDict:
     return ml_collections.ConfigDict(dict(
         large_d_model=48, large_num_layers=2, large_num_heads=4, large_num_kv_heads=2,
         large_head_dim=12, large_mlp_dim=128,
-        large_train=dict(total_steps=20, batch_size=16, learning_rate=3e-3, warmup_steps=4,
+        large_train=dict(total_steps=10, batch_size=16, learning_rate=3e-3, warmup_steps=2,
                          checkpoint_every=10, keep_checkpoints=2, log_every=10),
         min_param_ratio=4.0, large_samples=2, difficulty_samples=8, predicted_samples=4,
         num_bins=2, batch_prompts=8, temperature=1.0, baseline="best_of_n", cv_seed=0,

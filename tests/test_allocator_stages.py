@@ -1,0 +1,291 @@
+"""Allocator stages (ttc_jax/allocator/stages.py): pure parts with known answers, then a Job."""
+
+import importlib.util
+import json
+import os
+
+import numpy as np
+import pytest
+
+from ttc_jax.allocator import flops
+from ttc_jax.allocator import stages
+from ttc_jax.models import transformer
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SEARCH = dict(strategies=("best_of_n", "beam/beam_width=2"), budgets=(1, 4))
+
+
+def _config(workdir):
+  spec = importlib.util.spec_from_file_location("test_config",
+                                                os.path.join(ROOT, "configs", "test.py"))
+  mod = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(mod)
+  c = mod.get_config()
+  c.workdir = str(workdir)
+  c.search.update(**SEARCH)  # a small grid keeps the fixture to seconds
+  return c
+
+
+def _row(strategy, budget, questions, correct, gen=None, ver=None):
+  n = len(questions)
+  return {"cell": {"strategy": strategy, "budget": budget}, "question": list(questions),
+          "correct": list(correct),
+          "generated_tokens": list(gen if gen is not None else [10 * budget] * n),
+          "verifier_tokens": list(ver if ver is not None else [10 * budget] * n)}
+
+
+# ---- config ----
+
+def test_default_configs_are_valid_and_large_enough():
+  test_cfg = stages.from_config(stages.default_config("test"))
+  base = transformer.TransformerConfig(vocab_size=22, d_model=32, num_layers=1, num_heads=2,
+                                       num_kv_heads=1, head_dim=16, mlp_dim=64, max_len=48)
+  large = test_cfg.large_model_config(base)
+  assert large.max_len == 48 and large.d_model == 48
+  assert large.num_params / base.num_params >= 4
+  demo = stages.from_config(stages.default_config("demo"))
+  demo_base = transformer.TransformerConfig(vocab_size=22, d_model=96, num_layers=3,
+                                            num_heads=4, num_kv_heads=2, head_dim=24,
+                                            mlp_dim=256, max_len=80)
+  assert demo.large_model_config(demo_base).num_params / demo_base.num_params >= 4
+  assert demo.large_train.total_steps == 1000
+
+
+@pytest.mark.parametrize("key, value, match", [
+    ("predicted_samples", 9, r"allocator.predicted_samples=9 is invalid; it must be in \[1, "
+                             r"difficulty_samples=8\]"),
+    ("large_num_heads", 3, r"large_num_heads=3 is invalid; it must be a multiple of "
+                           r"large_num_kv_heads=2"),
+    ("r_values", (0.16, 0.0), r"r_values=\(0.16, 0.0\) is invalid"),
+    ("bogus", 1, r"Unknown key\(s\) \['bogus'\] in config.allocator"),
+])
+def test_bad_config_is_a_clear_error(key, value, match):
+  section = stages.default_config("test")
+  section.unlock()
+  section[key] = value
+  with pytest.raises(ValueError, match=match):
+    stages.from_config(section)
+
+
+def test_bad_large_train_names_its_section():
+  section = stages.default_config("test")
+  section.large_train.warmup_steps = 50
+  with pytest.raises(ValueError, match=r"TrainConfig.warmup_steps=50"):
+    stages.from_config(section)
+
+
+def test_too_small_larger_model_is_refused():
+  cfg = stages.from_config(stages.default_config("test"))
+  base = transformer.TransformerConfig(vocab_size=22, d_model=48, num_layers=2, num_heads=4,
+                                       num_kv_heads=2, head_dim=12, mlp_dim=128, max_len=48)
+  with pytest.raises(ValueError, match=r"1.00x the base's .*min_param_ratio=4.0x"):
+    cfg.large_model_config(base)
+
+
+# ---- pure parts ----
+
+def test_strategy_table_aligns_by_question_text():
+  qs = ["a", "b", "c"]
+  rows = [_row("best_of_n", 4, ["c", "a", "b", "extra"], [1, 0, 1, 1]),
+          _row("beam", 4, ["a", "b"], [1, 1])]
+  with pytest.raises(ValueError, match=r"beam@4 lacks 1 of the 3 questions \(e.g. 'c'\)"):
+    stages.strategy_table(rows, qs)
+  tables, skipped = stages.strategy_table(rows, qs, ("correct", "generated_tokens"),
+                                          strict=False)
+  np.testing.assert_array_equal(tables["correct"]["best_of_n"][4], [0, 1, 1])
+  assert skipped == ["beam@4"] and "beam" not in tables["correct"]
+  with pytest.raises(ValueError, match="appears in two rows"):
+    stages.strategy_table([rows[0], rows[0]], qs)
+
+
+def test_compute_optimal_summary_picks_per_bin_and_counts_predicted_samples():
+  # Bin 1 (questions 0-3) is solved by A at N=4, bin 2 (4-7) by B; best-of-N needs N=16.
+  q = 8
+  results = {
+      "best_of_n": {4: np.zeros(q), 16: np.ones(q)},
+      "A": {4: np.r_[np.ones(4), np.zeros(4)], 16: np.r_[np.ones(4), np.zeros(4)]},
+      "B": {4: np.r_[np.zeros(4), np.ones(4)], 16: np.r_[np.zeros(4), np.ones(4)]},
+  }
+  bins = np.r_[np.ones(4), 2 * np.ones(4)].astype(int)
+  out = stages.compute_optimal_summary(results, bins, bins, "best_of_n", predicted_samples=4)
+  json.dumps(out)  # JSON-able for summary.json
+  assert out["oracle"]["accuracy"] == {"4": 1.0, "16": 1.0}
+  assert out["oracle"]["choices"]["4"] == {"1": ["A", "A"], "2": ["B", "B"]}
+  assert out["oracle"]["samples_ratio_vs_bon"] == 4.0  # 16 / 4
+  assert out["predicted"]["samples_ratio_vs_bon"] == 2.0  # 16 / (4 + 4 scored samples)
+  assert out["predicted"]["samples_ratio_vs_bon_uncounted"] == 4.0
+  assert out["baseline_accuracy"] == {"4": 0.0, "16": 1.0}
+  # Bins that mix the questions cannot route them: no budget-4 match.
+  mixed = np.tile([1, 2], 4)
+  worse = stages.compute_optimal_summary(results, mixed, mixed, "best_of_n", 4)
+  assert worse["oracle"]["accuracy"]["4"] < 1.0
+
+
+def test_applied_strategy_uses_the_other_folds_choice():
+  q = 8
+  results = {"best_of_n": {4: np.zeros(q)},
+             "A": {4: np.r_[np.ones(4), np.zeros(4)]}, "B": {4: np.r_[np.zeros(4), np.ones(4)]}}
+  bins = np.r_[np.ones(4), 2 * np.ones(4)].astype(int)
+  assert stages.applied_strategy(results, bins, "best_of_n")[4] == ["A"] * 4 + ["B"] * 4
+
+
+def test_flops_matched_budget_follows_the_exchange_formula():
+  q = 4
+  qs = [str(i) for i in range(q)]
+  # Best-of-N spends 10 tokens per generation and its verifier scores as many.
+  rows = [_row("best_of_n", n, qs, [n >= 16] * q) for n in (1, 4, 16, 64)]
+  tables, _ = stages.strategy_table(rows, qs, ("correct", "generated_tokens", "verifier_tokens"))
+  large = {"num_params": 4000, "greedy_correct": [1, 0, 1, 0], "pass@1": [0.5] * 4,
+           "greedy_tokens": [10] * 4}
+  out = stages.flops_matched(tables, np.ones(q, int), large, n_small=1000, n_verifier=1000,
+                             d_pretrain=1e6, r_values=(0.16, 0.79, 22.0))
+  json.dumps(out)
+  by = {(r["variant"], r["r"]): r for r in out["table"]}
+  # M = 4: k = 4 + 9/R generations of 10 tokens -> 60.25, 15.39, 4.41.
+  for r, want in ((0.16, 16), (0.79, 4), (22.0, 4)):
+    row = by[("policy", r)]
+    assert row["multiplier"] == pytest.approx(4 + 9 / r, rel=1e-3)
+    assert row["matched_budget"] == want, row
+  # Counting the verifier doubles the spend per generation: budgets halve (4 fits k=15.4/2).
+  assert by[("policy+verifier", 0.16)]["matched_budget"] == 16
+  assert by[("policy+verifier", 0.79)]["matched_budget"] == 4
+  assert by[("policy+verifier", 22.0)]["matched_budget"] == 1
+  assert by[("policy", 0.16)]["small_accuracy"] == 1.0
+  assert by[("policy", 22.0)]["small_accuracy"] == 0.0
+  assert out["per_bin"]["large_greedy"] == {"1": 0.5}
+  assert out["per_bin"]["small_matched"]["policy"]["0.16"] == {"budget": 16,
+                                                               "small": {"1": 1.0}}
+  # A larger model answering with fewer tokens leaves no budget that fits.
+  tiny = dict(large, greedy_tokens=[0.1] * 4)
+  none = stages.flops_matched(tables, np.ones(q, int), tiny, n_small=1000, n_verifier=1000,
+                              d_pretrain=1e6, r_values=(22.0,))
+  assert none["table"][0]["matched_budget"] is None and not none["per_bin"]["small_matched"]
+
+
+def test_bins_summary_uses_the_first_predicted_samples():
+  correct = np.asarray([[1, 1, 1, 1], [1, 1, 0, 0], [0, 0, 0, 0], [1, 0, 0, 0]], bool)
+  # The first two scores rank the questions like their pass@1; the last two reverse them.
+  scores = np.asarray([[.9, .9, .0, .0], [.6, .6, .3, .3], [.1, .1, .9, .9], [.3, .3, .6, .6]])
+  out = stages.bins_summary(list("abcd"), [1, 1, 2, 2], correct, scores, 2, num_bins=4)
+  assert out["oracle_bins"] == [1, 2, 4, 3]
+  assert out["predicted_bins"] == out["oracle_bins"] and out["agreement"]["exact"] == 1.0
+  reversed_ = stages.bins_summary(list("abcd"), [1, 1, 2, 2], correct, scores[:, ::-1], 2, 4)
+  assert reversed_["agreement"]["spearman"] < 0
+  with pytest.raises(ValueError, match=r"predicted_samples=5 must be in \[1, S=4\]"):
+    stages.bins_summary(list("abcd"), [1] * 4, correct, scores, 5, 4)
+
+
+def test_pretrain_tokens_counts_non_pad_tokens():
+  arrays = {"tokens": np.asarray([[1, 5, 6, 0], [1, 5, 0, 0]])}
+  cfg = stages.trainer.TrainConfig(total_steps=10, batch_size=4, warmup_steps=1)
+  assert stages.pretrain_tokens(arrays, cfg) == 10 * 4 * 2.5
+
+
+# ---- the stages on a job (configs/test.py) ----
+
+@pytest.fixture(scope="module")
+def job(tmp_path_factory):
+  from ttc_jax import pipeline
+  job = pipeline.Job(_config(tmp_path_factory.mktemp("alloc")))
+  job.data()
+  job.train_base_lm()
+  job.prm_labels()
+  job.train_prm()
+  job.search()
+  return job
+
+
+@pytest.mark.slow
+def test_stages_write_their_outputs_and_rerun_skips(job):
+  cfg = stages.from_config(stages.default_config("test"))
+  rows = stages.load_search_rows(job)
+  assert {(r["cell"]["strategy"], r["cell"]["budget"]) for r in rows} == {
+      ("best_of_n", 1), ("best_of_n", 4), ("beam/beam_width=2", 4)}
+  with pytest.raises(ValueError, match=r"difficulty.json does not exist; run the allocator "
+                                       r"stage difficulty_bins"):
+    stages.allocate(job, cfg, rows)
+
+  large = stages.train_larger_model(job, cfg)
+  q = job.search_cfg.num_questions
+  assert large["param_ratio"] >= 4 and len(large["greedy_correct"]) == q
+  assert all(0 <= p <= 1 for p in large["pass@1"]) and min(large["greedy_tokens"]) >= 1
+  assert os.path.isdir(os.path.join(job.workdir, "checkpoints", "larger_lm", "10"))
+
+  diff = stages.difficulty_bins(job, cfg)
+  with np.load(os.path.join(job.workdir, "difficulty.npz")) as f:
+    assert f["correct"].shape == f["final_scores"].shape == (q, cfg.difficulty_samples)
+    np.testing.assert_allclose(diff["pass@1"], f["correct"].mean(1), atol=1e-4)
+    assert ((f["final_scores"] >= 0) & (f["final_scores"] <= 1)).all()
+  assert len(diff["oracle_bins"]) == len(diff["predicted_bins"]) == q
+
+  # A revision row for only some questions is skipped and listed, not misaligned.
+  qs = [p.question for p in job.test_problems(q)]
+  rev = [_row("revisions/seq_length=2", 4, qs, [1] * q), _row("revisions/seq_length=4", 4,
+                                                                   qs[:2], [1, 1])]
+  opt = stages.allocate(job, cfg, rows, rev)
+  assert opt["skipped_rows"] == ["revisions/seq_length=4@4"]
+  assert "revisions/seq_length=2" in opt["strategies"]
+  assert opt["oracle"]["in_sample_accuracy"]["4"] == 1.0  # the always-right revision wins
+  summary = json.load(open(os.path.join(job.workdir, "summary.json")))
+  assert summary["compute_optimal"]["oracle"]["samples_ratio_vs_bon"] == \
+      opt["oracle"]["samples_ratio_vs_bon"]
+  assert "samples_ratio_vs_bon" in summary["compute_optimal"]["predicted"]
+
+  fl = stages.flops_exchange(job, cfg, rows, rev)
+  assert {(r["variant"], r["r"]) for r in fl["table"]} == {
+      (v, r) for v in ("policy", "policy+verifier") for r in flops.PAPER_R_VALUES}
+  assert "flops" in json.load(open(os.path.join(job.workdir, "summary.json")))
+
+  report = stages.figures_and_report(job, cfg, rows, rev)
+  text = open(report).read()
+  for name in ("accuracy_vs_budget", "difficulty_bars", "compute_optimal_vs_bon"):
+    assert f"figures/{name}.png" in text
+    assert os.path.getsize(os.path.join(job.workdir, "figures", name + ".png")) > 1000
+    assert os.path.exists(os.path.join(job.workdir, "figures", name + ".csv"))
+  assert "fewer samples" in text and "FLOPs exchange" in text
+
+  # Rerun: the compute stages are skipped (same JSON, no new training metrics).
+  metrics = open(job.metrics_path).read()
+  assert stages.train_larger_model(job, cfg) == large
+  assert stages.difficulty_bins(job, cfg) == diff
+  assert open(job.metrics_path).read() == metrics
+  changed = stages.from_config(dict(stages.default_config("test"), difficulty_samples=4,
+                                    predicted_samples=2))
+  with pytest.raises(ValueError, match=r"holds 8 samples per question but "
+                                       r"allocator.difficulty_samples=4"):
+    stages.difficulty_bins(job, changed)
+
+
+# ---- the notebook ----
+
+def _code_cells(path):
+  with open(path) as f:
+    nb = json.load(f)
+  return ["".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code"]
+
+
+@pytest.mark.slow
+def test_notebook_runs_top_to_bottom(job, tmp_path, monkeypatch):
+  """colabs/demo.ipynb, on a copy of the fixture's workdir (finished stages are skipped).
+
+  Executed with nbclient when installed, else its code cells in order in one namespace.
+  """
+  import shutil
+  workdir = tmp_path / "nb"
+  shutil.copytree(job.workdir, workdir)
+  monkeypatch.setenv("TTC_DEMO_WORKDIR", str(workdir))
+  monkeypatch.setenv("TTC_DEMO_SEARCH", json.dumps(SEARCH))
+  path = os.path.join(ROOT, "colabs", "demo.ipynb")
+  try:
+    import nbclient
+    import nbformat
+  except ImportError:
+    namespace = {"__name__": "__main__"}
+    for source in _code_cells(path):
+      exec(compile(source, path, "exec"), namespace)  # pylint: disable=exec-used
+  else:
+    nb = nbformat.read(path, as_version=4)
+    nbclient.NotebookClient(nb, timeout=600, resources={"metadata": {"path": ROOT}}).execute()
+  assert os.path.exists(workdir / "report.md")
+  summary = json.load(open(workdir / "summary.json"))
+  assert "samples_ratio_vs_bon" in summary["compute_optimal"]["oracle"]
