@@ -30,11 +30,11 @@ SEP = tj.ATTEMPT_SEPARATOR
 def test_context_drops_the_oldest_attempts():
   prev = [f"A:{i}" for i in range(7)]
   ids = tj.build_context(TOK, "Q:1+2\n", prev, context_len=200, max_new_tokens=10)
-  assert TOK.decode(ids) == "Q:1+2\n" + "".join(f"A:{i}{SEP}" for i in range(3, 7))
+  assert TOK.decode(ids) == "Q:1+2\n" + "".join(f"A:{i}{SEP}Q:1+2\n" for i in range(3, 7))
   assert ids[0] == TOK.bos_id
   two = tj.build_context(TOK, "Q:1+2\n", prev, context_len=200, max_new_tokens=10,
                          max_previous=2)
-  assert TOK.decode(two) == f"Q:1+2\nA:5{SEP}A:6{SEP}"
+  assert TOK.decode(two) == f"Q:1+2\nA:5{SEP}Q:1+2\nA:6{SEP}Q:1+2\n"
   none = tj.build_context(TOK, "Q:1+2\n", prev, context_len=200, max_new_tokens=10,
                           max_previous=0)
   assert TOK.decode(none) == "Q:1+2\n"
@@ -108,20 +108,26 @@ def test_bad_ratio_is_a_clear_error():
 class _Recorder:
   """A fake sampler: records every context it is given, answers with a unique attempt."""
 
+  buckets = Sampler.buckets
+  pad_id = TOK.pad_id
+
   def __init__(self, context_len=400):
     self.context_len, self.contexts, self.calls = context_len, [], 0
 
   def bucket(self, n):
     return Sampler.bucket(self, n)
 
-  buckets = Sampler.buckets
+  def pad_prompts(self, prompts, max_len, batch_multiple=1):
+    return Sampler.pad_prompts(self, prompts, max_len, batch_multiple)
 
-  def sample(self, params, prompts, rng, *, num_samples, max_len, max_new_tokens, stop,
-             temperature, mesh):
+  def prefill(self, params, tokens, lengths, max_len):
+    return [TOK.decode(row[:n]) for row, n in zip(np.asarray(tokens), np.asarray(lengths))]
+
+  def decode(self, params, state, rng, *, max_new_tokens, stop, temperature):
     self.calls += 1
-    toks = np.zeros((len(prompts), max_new_tokens), np.int32)
-    for r, p in enumerate(prompts):
-      self.contexts.append(TOK.decode(p))
+    toks = np.zeros((len(state), max_new_tokens), np.int32)
+    for r, context in enumerate(state):
+      self.contexts.append(context)
       ids = TOK.encode(f"A:{len(self.contexts)}", eos=True)
       toks[r, :len(ids)] = ids
     lens = (toks != 0).sum(1)
@@ -136,7 +142,7 @@ def test_inference_contexts_drop_the_oldest_attempts():
   outs = chains.texts
   for t in range(7):
     kept = outs[max(0, t - 4):t]
-    assert rec.contexts[t] == "Q:1+2\n" + "".join(a + SEP for a in kept)
+    assert rec.contexts[t] == "Q:1+2\n" + "".join(a + SEP + "Q:1+2\n" for a in kept)
   assert rec.calls == 7 and list(chains.step) == list(range(7))
 
 
@@ -223,7 +229,7 @@ class _ScriptSampler:
 
 
 PROBLEMS = arithmetic.generate([arithmetic.Difficulty(3, 1)], "train", 5, seed=0)
-DATA_KW = dict(samples_per_question=9, max_attempt_tokens=24, context_len=160, shard_size=2,
+DATA_KW = dict(samples_per_question=9, max_attempt_tokens=24, context_len=200, shard_size=2,
                seed=3, progress=False)
 
 
@@ -238,7 +244,7 @@ def test_trajectory_shards_and_resume(tmp_path):
     target = TOK.decode(row[d["target_start"][r]:d["length"][r]])
     assert target == prob.solution and row[d["length"][r] - 1] == TOK.eos_id
     context = TOK.decode(row[:d["target_start"][r]])
-    previous = [a for a in context[len(prob.prompt):].split(SEP) if a]
+    previous = [a for a in context[len(prob.prompt):].split(SEP + prob.prompt) if a]
     assert len(previous) == d["num_previous"][r]
     if previous:  # the last previous attempt is the wrong sample closest to the solution
       wrong = [prob.solution.replace(f"A:{prob.answer}", f"A:{prob.answer + off}")

@@ -32,6 +32,7 @@ from jax.sharding import Mesh
 
 from ttc_jax.data.tokenizer import CharTokenizer
 from ttc_jax.models import reward
+from ttc_jax.parallel import mesh as mesh_lib
 from ttc_jax.revisions import trajectories
 from ttc_jax.sampling.sampler import Sampler
 from ttc_jax.search import selection
@@ -167,10 +168,11 @@ def generate_chains(sampler: Sampler, params: Any, tokenizer: CharTokenizer,
       batch = trajectories.pad_rows([ctx[i] for i in idx], 1, mesh)
       top = max(len(x) for x in batch)
       max_len = min(sampler.context_len, sampler.bucket(top) + max_attempt_tokens)
-      _, out = sampler.sample(params, batch, jax.random.fold_in(jax.random.fold_in(rng, t), b),
-                              num_samples=1, max_len=max_len, max_new_tokens=max_attempt_tokens,
-                              stop="eos", temperature=temperature, mesh=mesh)
-      toks, lens = np.asarray(out.tokens)[:len(idx)], np.asarray(out.lengths)[:len(idx)]
+      toks, lens = _sample_rows(sampler, params, batch,
+                                jax.random.fold_in(jax.random.fold_in(rng, t), b), max_len=max_len,
+                                max_new_tokens=max_attempt_tokens, temperature=temperature,
+                                mesh=mesh)
+      toks, lens = toks[:len(idx)], lens[:len(idx)]
       for k, i in enumerate(idx):
         p, c = rows[i]
         text = tokenizer.decode(toks[k, :lens[k]])
@@ -187,6 +189,25 @@ def generate_chains(sampler: Sampler, params: Any, tokenizer: CharTokenizer,
   return Chains(problem=arr["problem"], chain=arr["chain"], step=arr["step"],
                 tokens=arr["tokens"].astype(np.int32), lengths=arr["lengths"],
                 texts=[texts[i] for i in order], samples=samples, generated_tokens=gen_tokens)
+
+
+def _sample_rows(sampler: Sampler, params: Any, contexts: list[list[int]], key: jax.Array, *,
+                 max_len: int, max_new_tokens: int, temperature: float,
+                 mesh: Mesh | None) -> tuple[np.ndarray, np.ndarray]:
+  """One attempt per context: the jitted prefill + decode, `(tokens [B, T], lengths [B])`.
+
+  `contexts` are already padded to the batch the mesh takes, so no row is added or
+  gathered away (an eager gather of the KV cache would cost more than the decode).
+  """
+  tokens, lengths = sampler.pad_prompts(contexts, max_len,
+                                        batch_multiple=mesh.shape["data"] if mesh else 1)
+  tokens, lengths = jnp.asarray(tokens), jnp.asarray(lengths)
+  if mesh is not None:
+    tokens, lengths = mesh_lib.shard_batch((tokens, lengths), mesh)
+  state = sampler.prefill(params, tokens, lengths, max_len)
+  _, out = sampler.decode(params, state, key, max_new_tokens=max_new_tokens, stop="eos",
+                          temperature=temperature)
+  return np.asarray(out.tokens), np.asarray(out.lengths)
 
 
 def orm_scores(graphdef: nnx.GraphDef, state: Any, tokenizer: CharTokenizer,

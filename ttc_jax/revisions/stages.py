@@ -66,8 +66,8 @@ class RevisionConfig:
   max_previous: int = trajectories.MAX_PREVIOUS
   max_chains_per_question: int = 0
   data_shard_size: int = 25
-  context_len: int = 352
-  max_attempt_tokens: int = 64
+  context_len: int = 384
+  max_attempt_tokens: int = 56
   budgets: tuple[int, ...] = (16, 64)
   seq_lengths: tuple[int, ...] = (1, 4, 16, 64)
   test_per_level: int = 20
@@ -138,7 +138,7 @@ def default_config(scale: str = "demo") -> ml_collections.ConfigDict:
   if scale == "demo":
     return ml_collections.ConfigDict(dict(
         num_questions=200, samples_per_question=32, max_previous=4, max_chains_per_question=8,
-        data_shard_size=50, context_len=352, max_attempt_tokens=64, budgets=(16, 64),
+        data_shard_size=50, context_len=384, max_attempt_tokens=56, budgets=(16, 64),
         seq_lengths=(1, 4, 16, 64), test_per_level=20, sweep_shard_size=50, batch_rows=512,
         temperature=1.0,
         train=dict(total_steps=150, batch_size=32, learning_rate=5e-4, warmup_steps=15,
@@ -146,7 +146,7 @@ def default_config(scale: str = "demo") -> ml_collections.ConfigDict:
   if scale == "test":
     return ml_collections.ConfigDict(dict(
         num_questions=8, samples_per_question=8, max_previous=4, max_chains_per_question=4,
-        data_shard_size=4, context_len=256, max_attempt_tokens=40, budgets=(4, 8),
+        data_shard_size=4, context_len=256, max_attempt_tokens=36, budgets=(4, 8),
         seq_lengths=(1, 2, 4, 8), test_per_level=2, sweep_shard_size=2, batch_rows=64,
         temperature=1.0,
         train=dict(total_steps=6, batch_size=8, learning_rate=5e-4, warmup_steps=1,
