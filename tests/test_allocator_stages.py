@@ -289,3 +289,28 @@ def test_notebook_runs_top_to_bottom(job, tmp_path, monkeypatch):
   assert os.path.exists(workdir / "report.md")
   summary = json.load(open(workdir / "summary.json"))
   assert "samples_ratio_vs_bon" in summary["compute_optimal"]["oracle"]
+
+
+def test_revision_rows_from_arrays_per_question():
+  from ttc_jax.data import arithmetic
+  from ttc_jax.revisions import stages as rev_stages
+  rev_cfg, _ = rev_stages.from_config(rev_stages.default_config("test"))
+  problems = [arithmetic.Problem.from_question("1+2", 1), arithmetic.Problem.from_question("5-3", 2)]
+  lengths = rev_cfg.chain_lengths
+  rows = [(p, c, t) for p in range(2) for c, n in enumerate(lengths) for t in range(n)]
+  problem, chain, step = (np.asarray(x) for x in zip(*rows))
+  arrays = {"problem": problem, "chain": chain, "step": step,
+            "lengths": np.full(len(rows), 5), "orm": np.full(len(rows), 0.5),
+            "answer": np.where(problem == 0, 3, 7), "has_answer": np.ones(len(rows), bool)}
+  out = stages.revision_rows_from_arrays(arrays, problems, rev_cfg)
+  cells = {(r["cell"]["strategy"], r["cell"]["budget"]) for r in out}
+  assert ("revisions/seq_length=2,selection=orm_hierarchical", 4) in cells
+  assert ("revisions/seq_length=8,selection=majority", 8) in cells
+  assert ("revisions/seq_length=8,selection=majority", 4) not in cells  # s > N
+  for r in out:
+    n = r["cell"]["budget"]
+    assert r["correct"] == [1.0, 0.0] and r["generated_tokens"] == [5.0 * n] * 2
+    want = 0.0 if r["cell"]["strategy"].endswith("majority") else 5.0 * n
+    assert r["verifier_tokens"] == [want] * 2
+  tables, _ = stages.strategy_table(out, ["5-3", "1+2"])
+  assert tables["correct"]["revisions/seq_length=1,selection=majority"][4].tolist() == [0, 1]

@@ -380,6 +380,66 @@ def load_search_rows(job) -> list[dict[str, Any]]:
   return list(rows.values())
 
 
+def load_revision_rows(job, rev_cfg) -> list[dict[str, Any]] | None:
+  """Per-question rows of the revisions sweep (paper §6) for `allocate`, or None before it ran.
+
+  Reads the chain shards `<workdir>/revisions/` that `revisions.stages.revisions_sweep` left
+  (`rev_cfg` is its `RevisionConfig`); see `revision_rows_from_arrays`. They cover the
+  revisions' own test questions (`rev_cfg.test_per_level` per level); `allocate` uses them
+  only where those include every search question.
+  """
+  from ttc_jax.revisions import stages as rev_stages  # pylint: disable=g-import-not-at-top
+  from ttc_jax.revisions import trajectories  # pylint: disable=g-import-not-at-top
+  out = os.path.join(job.workdir, "revisions")
+  if not os.path.exists(os.path.join(job.workdir, "revisions.json")):
+    return None
+  manifest = _read_json(os.path.join(out, trajectories.MANIFEST))
+  parts = []
+  for i in range(manifest["num_shards"]):
+    with np.load(trajectories.shard_path(out, i)) as f:
+      parts.append({k: f[k] for k in f.files})
+  arrays = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+  return revision_rows_from_arrays(arrays, rev_stages.test_problems(job, rev_cfg.test_per_level),
+                                   rev_cfg)
+
+
+def revision_rows_from_arrays(arrays: Mapping[str, np.ndarray],
+                              problems: Sequence[arithmetic.Problem], rev_cfg
+                              ) -> list[dict[str, Any]]:
+  """One sweep row per (budget N, sequential length s, selection) with per-question lists.
+
+  `arrays` are the revisions sweep's attempt rows (`problem`, `chain`, `step`, `lengths`,
+  `answer`, `has_answer`, `orm`). `correct` is the mean over the disjoint chain groups of
+  `sequential.ratio_accuracy`; `generated_tokens` the attempts' tokens, and
+  `verifier_tokens` the same tokens again for ORM selection (the ORM reads every attempt)
+  and 0 for majority voting. Strategy names: `revisions/seq_length=s,selection=how`.
+  """
+  from ttc_jax.revisions import sequential  # pylint: disable=g-import-not-at-top
+  lengths = rev_cfg.chain_lengths
+  num_p = len(problems)
+  answers = [int(a) if h else None for a, h in zip(arrays["answer"], arrays["has_answer"])]
+  chains = sequential.Chains(problem=arrays["problem"], chain=arrays["chain"],
+                             step=arrays["step"], tokens=np.zeros((0, 0)),
+                             lengths=arrays["lengths"], texts=[], samples=np.zeros(0),
+                             generated_tokens=np.zeros(0))
+  a_grid = sequential.as_grid(chains, answers, num_p, lengths)
+  s_grid = sequential.as_grid(chains, np.asarray(arrays["orm"]).tolist(), num_p, lengths, 0.0)
+  n_grid = sequential.as_grid(chains, np.asarray(arrays["lengths"]).tolist(), num_p, lengths, 0)
+  truth = [p.answer for p in problems]
+  rows = []
+  for n, s in sequential.sweep_ratios(rev_cfg.budgets, rev_cfg.seq_lengths):
+    for how in sequential.SELECTIONS:
+      acc, _, toks = sequential.ratio_accuracy(a_grid, s_grid, truth, n_grid, lengths, n, s, how)
+      toks = np.round(toks, 1)
+      rows.append({"cell": {"strategy": f"revisions/seq_length={s},selection={how}",
+                            "budget": n},
+                   "question": [p.question for p in problems],
+                   "level": [p.level for p in problems], "correct": acc.tolist(),
+                   "generated_tokens": toks.tolist(),
+                   "verifier_tokens": (toks if how != "majority" else 0 * toks).tolist()})
+  return rows
+
+
 def strategy_table(rows: Rows, questions: Sequence[str], fields: Sequence[str] = ("correct",),
                    strict: bool = True) -> tuple[dict[str, Table], list[str]]:
   """Per field, `strategy -> budget -> [Q]` over `questions` (aligned by question text).
