@@ -114,7 +114,7 @@ def test_compute_optimal_summary_picks_per_bin_and_counts_predicted_samples():
   assert out["oracle"]["samples_ratio_vs_bon"] == 4.0  # 16 / 4
   assert out["predicted"]["samples_ratio_vs_bon"] == 2.0  # 16 / (4 + 4 scored samples)
   assert out["predicted"]["samples_ratio_vs_bon_uncounted"] == 4.0
-  assert out["baseline_accuracy"] == {"4": 0.0, "16": 1.0}
+  assert out["baseline_accuracy"] == {"4": 0.0, "16": 1.0} and out["baseline_self_ratio"] == 1.0
   # Bins that mix the questions cannot route them: no budget-4 match.
   mixed = np.tile([1, 2], 4)
   worse = stages.compute_optimal_summary(results, mixed, mixed, "best_of_n", 4)
