@@ -50,12 +50,7 @@ def subtree_finals(m: int, alive: np.ndarray, scores: np.ndarray) -> np.ndarray:
   return np.arange(0, len(alive), m) + np.argmax(s, axis=1)
 
 
-def check(budget: int, config: base.SearchConfig) -> None:
-  """DVTS needs M | N and N >= M, like beam search."""
-  base.beam_width(budget, config)
-
-
-@base.register("dvts", check=check)
+@base.register("dvts", check=beam.check)  # M | N and N >= M, like beam search
 def dvts(prompts: Sequence[Sequence[int]], policy: base.Policy, verifier: base.Verifier,
          budget: int, config: base.SearchConfig, rng: jax.Array) -> base.SearchResult:
   """DVTS with budget N = `budget` in N / M subtrees of width M = `config.beam_width`."""
