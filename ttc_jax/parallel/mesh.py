@@ -85,3 +85,15 @@ def shard_batch(tree: Any, mesh: Mesh) -> Any:
       raise ValueError(f"Batch dimension {np.shape(x)[0]} is not divisible by the mesh's "
                        f"data axis ({n}); pad the batch to a multiple of {n}.")
   return jax.device_put(tree, batch_sharding(mesh))
+
+
+def to_host(tree: Any) -> Any:
+  """Every leaf as a numpy array on every process.
+
+  One process: `np.asarray`. On a multi-host pod the rows of a `data`-sharded
+  array live on several hosts, so they are all-gathered first.
+  """
+  if jax.process_count() == 1:
+    return jax.tree.map(np.asarray, tree)
+  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+  return multihost_utils.process_allgather(tree, tiled=True)

@@ -60,9 +60,9 @@ class Verifier:
   state: Any
   aggregation: str = "last"
 
-  def step_scores(self, tokens: np.ndarray, step_ends: np.ndarray) -> np.ndarray:
+  def step_scores(self, tokens: jax.Array, step_ends: jax.Array) -> jax.Array:
     """Full pass: scores `[B, S]` in [0, 1] at `step_ends` (-1 padded) of rows `[B, T]`."""
-    return np.asarray(reward.step_scores(self.graphdef, self.state, tokens, step_ends))
+    return reward.step_scores(self.graphdef, self.state, tokens, step_ends)
 
   def prefill(self, tokens: jax.Array, lengths: jax.Array, max_len: int) -> reward.ScoreState:
     """Encodes right-padded prompts once (incremental scoring, DESIGN.md "Verifier")."""

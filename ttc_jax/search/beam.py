@@ -261,7 +261,7 @@ def tree_search(prompts: Sequence[Sequence[int]], policy: base.Policy, verifier:
     book, counts, state, score_state = _update(
         book, counts, state, score_state, logit, out.lengths, state.done, extra_gens,
         extra_tokens, tree=tree, aggregation=verifier.aggregation, select=not last)
-    if last or not bool(book.expand.any()):
+    if last or not bool(book.expand.any()):  # a global reduction: fine on every host
       break
 
   return _result(tree, state, book, counts, prompts, tok, verifier, config)
@@ -271,11 +271,11 @@ def _result(tree: Tree, state, book: Book, counts: Counts, prompts, tok, verifie
             config: base.SearchConfig) -> base.SearchResult:
   """The final pool of each (real, not padding) problem and the selected answers."""
   n, num_problems = tree.n, len(prompts)
-  rows, positions = np.asarray(state.tokens), np.asarray(state.positions)
-  alive, hist = np.asarray(book.alive), np.asarray(book.hist)
-  num_steps = np.asarray(book.num_steps).astype(np.int64)
+  rows, positions, book, counts = mesh_lib.to_host((state.tokens, state.positions, book, counts))
+  alive, hist = book.alive, book.hist
+  num_steps = book.num_steps.astype(np.int64)
   scores = reward.aggregate(hist, num_steps, verifier.aggregation)
-  host = lambda x: np.asarray(x)[:num_problems]
+  host = lambda x: x[:num_problems]
   result = base.SearchResult.empty(host(counts.samples), host(counts.generated),
                                    host(counts.verified), host(counts.budget_used))
   for q, prompt in enumerate(prompts):

@@ -34,8 +34,8 @@ def best_of_n(prompts: Sequence[Sequence[int]], policy: base.Policy, verifier: b
   state, out = sampler.sample(policy.params, padded, rng, num_samples=n, max_len=max_len,
                               stop="eos", temperature=config.temperature, top_k=config.top_k,
                               top_p=config.top_p, mesh=config.mesh)
-  rows = np.asarray(state.tokens)
-  lengths = np.asarray(out.lengths).astype(np.int64)
+  rows, lengths, gen = mesh_lib.to_host((state.tokens, out.lengths, out.tokens))
+  lengths = lengths.astype(np.int64)
   prompt_len = np.repeat([len(p) for p in padded], n).astype(np.int64)
 
   # Step ends by the rule PRM labels use; a fixed width (a step has >= 2 tokens)
@@ -45,7 +45,7 @@ def best_of_n(prompts: Sequence[Sequence[int]], policy: base.Policy, verifier: b
   inputs = (rows, ends)
   if config.mesh is not None:
     inputs = mesh_lib.shard_batch(inputs, config.mesh)
-  step_scores = verifier.step_scores(*map(jnp.asarray, inputs))
+  step_scores = mesh_lib.to_host(verifier.step_scores(*map(jnp.asarray, inputs)))
   num_steps = (ends >= 0).sum(1)
 
   q = len(prompts)
@@ -53,7 +53,6 @@ def best_of_n(prompts: Sequence[Sequence[int]], policy: base.Policy, verifier: b
       samples=np.full((q,), n), generated_tokens=lengths.reshape(-1, n).sum(1)[:q],
       verifier_tokens=(prompt_len + lengths).reshape(-1, n).sum(1)[:q],
       budget_used=np.full((q,), n))
-  gen = np.asarray(out.tokens)
   for i in range(q):
     sl = slice(i * n, (i + 1) * n)
     s = int(num_steps[sl].max(initial=0))
