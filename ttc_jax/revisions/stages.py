@@ -193,7 +193,6 @@ def revision_model_config(job, cfg: RevisionConfig) -> transformer.TransformerCo
 
 def train_revision_model(job, cfg: RevisionConfig, train_cfg: trainer.TrainConfig) -> None:
   """Stage "train revision model": SFT from the base LM, loss on the final attempt (paper §6.1)."""
-  from ttc_jax import pipeline  # pylint: disable=g-import-not-at-top  (pipeline imports us)
   t0 = time.time()
   model_cfg = revision_model_config(job, cfg)
   graphdef, _ = transformer.create(model_cfg, job.config.seed)
@@ -203,7 +202,8 @@ def train_revision_model(job, cfg: RevisionConfig, train_cfg: trainer.TrainConfi
   arrays = trajectories.training_arrays(job.revision_data)
   apply_fn = lambda params, tokens: transformer.apply(graphdef, params, tokens)[0]
   params = trainer.train(job.params, trainer.lm_loss(apply_fn),
-                         pipeline.epoch_batches(arrays, train_cfg.batch_size, job.config.seed),
+                         trajectories.bucketed_batches(arrays, train_cfg.batch_size,
+                                                       job.config.seed),
                          train_cfg, job.workdir, name="revision", mesh=job.mesh)
   job.revision = (graphdef, params, Sampler.for_transformer(graphdef, model_cfg, job.tokenizer))
   job.log("revision model", f"{len(arrays['tokens'])} chains of <= {arrays['tokens'].shape[1]} "

@@ -34,7 +34,7 @@ import glob
 import json
 import os
 import time
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import editdistance
 import jax
@@ -43,7 +43,7 @@ import tqdm
 from jax.sharding import Mesh
 
 from ttc_jax.data import arithmetic
-from ttc_jax.data.tokenizer import CharTokenizer
+from ttc_jax.data.tokenizer import PAD, CharTokenizer
 from ttc_jax.sampling.sampler import Sampler
 from ttc_jax.training import prm_labels
 
@@ -252,6 +252,39 @@ def training_arrays(data: dict[str, np.ndarray], multiple: int = 16) -> dict[str
   pos = np.arange(width)[None, :]
   mask = (pos >= data["target_start"][:, None]) & (pos < data["length"][:, None])
   return {"tokens": data["tokens"][:, :width], "loss_mask": mask.astype(np.float32)}
+
+
+def bucketed_batches(arrays: dict[str, np.ndarray], batch_size: int, seed: int,
+                     short_len: int = 128) -> Callable[[int], dict[str, np.ndarray]]:
+  """`batch_fn(step)` whose batches hold chains of one length class, cut to that class's width.
+
+  Chains with no previous attempt are short; batching them apart from the long
+  ones and cutting them to `short_len` columns roughly halves the tokens a step
+  computes. Each epoch (fixed by (seed, epoch)) shuffles the chains, forms full
+  batches within each class and shuffles the batches; remainders wait for a later
+  epoch (a class smaller than a batch is not split off). A pure function of the
+  step, so a resumed run sees the same batches.
+  """
+  if not len(arrays["tokens"]):
+    raise ValueError("bucketed_batches got no revision chains.")
+  used = (arrays["loss_mask"] > 0) | (arrays["tokens"] != PAD)
+  lengths = np.where(used.any(1), used.shape[1] - np.argmax(used[:, ::-1], axis=1), 0)
+  classes = [np.flatnonzero(lengths <= short_len), np.flatnonzero(lengths > short_len)]
+  widths = [min(short_len, arrays["tokens"].shape[1]), arrays["tokens"].shape[1]]
+  if min(len(c) for c in classes) < batch_size:  # too few to split: one class, full width
+    classes, widths = [np.arange(len(lengths))], widths[1:]
+  counts = [max(1, len(c) // batch_size) for c in classes]
+
+  def batch_fn(step: int) -> dict[str, np.ndarray]:
+    epoch, k = divmod(step, sum(counts))
+    rng = np.random.default_rng([seed, epoch])
+    batches = []
+    for cls, (idx, n) in enumerate(zip(classes, counts)):
+      idx = np.resize(rng.permutation(idx), max(len(idx), batch_size))  # repeats if too few
+      batches += [(cls, idx[j * batch_size:(j + 1) * batch_size]) for j in range(n)]
+    cls, idx = batches[rng.permutation(len(batches))[k]]
+    return {key: v[idx, :widths[cls]] if v.ndim == 2 else v[idx] for key, v in arrays.items()}
+  return batch_fn
 
 
 def _shard(sampler: Sampler, params: Any, problems: Sequence[arithmetic.Problem],
