@@ -381,3 +381,25 @@ def test_bucketed_batches_are_pure_and_cover_each_length_class():
   # Fewer chains than a batch: one class at full width, chains repeated.
   small = tj.bucketed_batches({k: v[:5] for k, v in arrays.items()}, 8, seed=1)(0)
   assert small["tokens"].shape == (8, 320) and set(small["row"]) == set(range(5))
+
+
+def test_summary_of_a_tiny_sweep_with_a_huge_answer():
+  cfg = stages.RevisionConfig(budgets=(2,), seq_lengths=(1, 2), context_len=384)
+  assert cfg.chain_lengths == (2, 1)
+  prob = arithmetic.Problem.from_question("1+2", level=1)
+  # Chain 0: wrong (a 23-digit answer) then right; chain 1: right.
+  arrays = {"problem": np.zeros(3, np.int32), "chain": np.array([0, 0, 1], np.int32),
+            "step": np.array([0, 1, 0], np.int32), "tokens": np.zeros((3, 4), np.int32),
+            "lengths": np.array([4, 3, 2], np.int32),
+            "answer": np.array(["12345678901234567890123", "3", "3"]),
+            "has_answer": np.array([True, True, True]), "orm": np.array([.9, .8, .1], np.float32)}
+  r = stages.summarize(arrays, [prob], cfg)
+  assert r["pass@1_by_step"]["all"] == [0.5, 1.0]
+  assert r["incorrect_to_correct"] == 1.0 and r["correct_to_incorrect"] is None
+  # (N=2, s=1): chains 0 and 1 first attempts; the ORM picks the huge wrong answer.
+  assert r["sweep"]["2"]["1"]["orm_hierarchical"]["all"] == 0.0
+  assert r["sweep"]["2"]["2"]["orm_hierarchical"]["all"] == 0.0  # chain 0: .9 beats .8
+  assert r["sweep"]["2"]["2"]["majority"]["all"] == 0.0  # a tie goes to the first seen
+  assert r["counts"]["2"]["2"] == {"samples_per_problem": [2], "mean_generated_tokens": 7.0,
+                                   "groups": 1}
+  assert len(stages.sweep_rows(r)) == 2 * 2 * 2  # (N, s) x selections x (all + level 1)

@@ -283,7 +283,8 @@ def _sweep_shards(job, cfg: RevisionConfig, problems: list[arithmetic.Problem]
     arrays = {"problem": (chains.problem + i * n).astype(np.int32),
               "chain": chains.chain.astype(np.int32), "step": chains.step.astype(np.int32),
               "tokens": chains.tokens, "lengths": chains.lengths.astype(np.int32),
-              "answer": np.asarray([0 if a is None else a for a in answers], np.int64),
+              # As text: a sampled answer can overflow int64 ("A:99999999999999999999").
+              "answer": np.asarray(["" if a is None else str(a) for a in answers]),
               "has_answer": np.asarray([a is not None for a in answers]),
               "orm": scores.astype(np.float32)}
     if jax.process_index() == 0:
@@ -305,7 +306,8 @@ def summarize(arrays: dict[str, np.ndarray], problems: list[arithmetic.Problem],
   """Per-step pass@1, correctness flips and accuracy vs sequential:parallel per level."""
   lengths = cfg.chain_lengths
   num_p = len(problems)
-  answers = [int(a) if h else None for a, h in zip(arrays["answer"], arrays["has_answer"])]
+  answers = [int(a) if h else None for a, h in zip(arrays["answer"].tolist(),
+                                                   arrays["has_answer"])]
   chains = sequential.Chains(problem=arrays["problem"], chain=arrays["chain"],
                              step=arrays["step"], tokens=arrays["tokens"],
                              lengths=arrays["lengths"], texts=[], samples=np.zeros(0),
