@@ -204,7 +204,7 @@ def test_selection_rules():
 
 @dataclasses.dataclass(frozen=True)
 class _ScriptSampler:
-  """A fake base LM: sample j of a question is its right solution if j % 3 == 0, else a wrong one."""
+  """A fake base LM: sample j of a question is right if j % 3 == 0, else a wrong one."""
 
   context_len: int = 80
   eos_id: int = TOK.eos_id
@@ -235,7 +235,8 @@ DATA_KW = dict(samples_per_question=9, max_attempt_tokens=24, context_len=200, s
 
 def test_trajectory_shards_and_resume(tmp_path):
   stats = tj.generate_trajectories(_ScriptSampler(), None, PROBLEMS, TOK, tmp_path, **DATA_KW)
-  assert stats["num_chains"] == 5 * 3 and stats["fraction_correct"] == pytest.approx(1 / 3, abs=1e-4)
+  assert stats["num_chains"] == 5 * 3
+  assert stats["fraction_correct"] == pytest.approx(1 / 3, abs=1e-4)
   assert stats["shards_written"] == 3 and tj.trajectories_complete(tmp_path)
   d = tj.load_trajectories(tmp_path)
   for r in range(len(d["length"])):

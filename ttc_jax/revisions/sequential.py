@@ -122,7 +122,7 @@ def generate_chains(sampler: Sampler, params: Any, tokenizer: CharTokenizer,
                     max_attempt_tokens: int, max_previous: int = trajectories.MAX_PREVIOUS,
                     temperature: float = 1.0, batch_rows: int = 512,
                     mesh: Mesh | None = None) -> Chains:
-  """Samples `len(chain_lengths)` revision chains per prompt, chain c with `chain_lengths[c]` attempts.
+  """Samples `len(chain_lengths)` revision chains per prompt, chain c of `chain_lengths[c]` attempts.
 
   Round t samples attempt t of every chain longer than t, for all prompts at
   once, in batches of at most `batch_rows` contexts (sorted by length, padded
@@ -213,7 +213,7 @@ def _sample_rows(sampler: Sampler, params: Any, contexts: list[list[int]], key: 
 def orm_scores(graphdef: nnx.GraphDef, state: Any, tokenizer: CharTokenizer,
                prompts: Sequence[str], problem: np.ndarray, tokens: np.ndarray,
                lengths: np.ndarray, batch_rows: int = 512) -> np.ndarray:
-  """ORM score in [0, 1] of each attempt on its own (BOS + prompt + attempt), read at its last token.
+  """ORM score in [0, 1] of each attempt alone (BOS + prompt + attempt), read at its last token.
 
   The ORM is the base-LM-sample verifier (paper §6.1 selection); an attempt is
   scored without the previous attempts, as a standalone solution.

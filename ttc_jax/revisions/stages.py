@@ -137,11 +137,11 @@ def default_config(scale: str = "demo") -> ml_collections.ConfigDict:
   """The `config.revisions` section for `configs/demo.py` ('demo') or `configs/test.py` ('test')."""
   if scale == "demo":
     return ml_collections.ConfigDict(dict(
-        num_questions=200, samples_per_question=32, max_previous=4, max_chains_per_question=8,
+        num_questions=600, samples_per_question=16, max_previous=4, max_chains_per_question=4,
         data_shard_size=50, context_len=384, max_attempt_tokens=56, budgets=(16, 64),
-        seq_lengths=(1, 4, 16, 64), test_per_level=20, sweep_shard_size=50, batch_rows=512,
+        seq_lengths=(1, 4, 16, 64), test_per_level=10, sweep_shard_size=50, batch_rows=512,
         temperature=1.0,
-        train=dict(total_steps=150, batch_size=32, learning_rate=5e-4, warmup_steps=15,
+        train=dict(total_steps=150, batch_size=32, learning_rate=3e-4, warmup_steps=15,
                    checkpoint_every=50, keep_checkpoints=2, log_every=25)))
   if scale == "test":
     return ml_collections.ConfigDict(dict(
@@ -199,15 +199,21 @@ def train_revision_model(job, cfg: RevisionConfig, train_cfg: trainer.TrainConfi
   if not hasattr(job, "revision_data"):
     job.revision_data = trajectories.load_trajectories(os.path.join(job.workdir,
                                                                     "revision_data"))
-  arrays = trajectories.training_arrays(job.revision_data)
-  apply_fn = lambda params, tokens: transformer.apply(graphdef, params, tokens)[0]
-  params = trainer.train(job.params, trainer.lm_loss(apply_fn),
-                         trajectories.bucketed_batches(arrays, train_cfg.batch_size,
-                                                       job.config.seed),
-                         train_cfg, job.workdir, name="revision", mesh=job.mesh)
+  if not len(job.revision_data["length"]):
+    # Only tiny configs get here (configs/test.py's base LM solves nothing); say so loudly.
+    job.log("revision model", "WARNING: the revision data holds no chain (the base LM solved "
+            "no training question), so the revision model is the base LM, not fine-tuned")
+    params = job.params
+  else:
+    arrays = trajectories.training_arrays(job.revision_data)
+    apply_fn = lambda params, tokens: transformer.apply(graphdef, params, tokens)[0]
+    params = trainer.train(job.params, trainer.lm_loss(apply_fn),
+                           trajectories.bucketed_batches(arrays, train_cfg.batch_size,
+                                                         job.config.seed),
+                           train_cfg, job.workdir, name="revision", mesh=job.mesh)
+    job.log("revision model", f"{len(arrays['tokens'])} chains of <= "
+            f"{arrays['tokens'].shape[1]} tokens; {train_cfg.total_steps} steps")
   job.revision = (graphdef, params, Sampler.for_transformer(graphdef, model_cfg, job.tokenizer))
-  job.log("revision model", f"{len(arrays['tokens'])} chains of <= {arrays['tokens'].shape[1]} "
-          f"tokens; {train_cfg.total_steps} steps")
   _seconds(job, "train_revision_model", t0)
 
 
@@ -234,6 +240,8 @@ def revisions_sweep(job, cfg: RevisionConfig) -> dict[str, Any]:
                               num_previous=min(cfg.max_previous, max(cfg.chain_lengths) - 1))
     arrays = _sweep_shards(job, cfg, problems)
     result = summarize(arrays, problems, cfg)
+    data = getattr(job, "revision_data", None)
+    result["num_training_chains"] = None if data is None else int(len(data["length"]))
     result["seconds"] = dict(getattr(job, "revision_seconds", {}))
     result["seconds"]["revisions_sweep"] = round(time.time() - t0, 1)
     rows = sweep_rows(result)
@@ -263,7 +271,8 @@ def _sweep_shards(job, cfg: RevisionConfig, problems: list[arithmetic.Problem]
               "chain_lengths": list(lengths), "max_attempt_tokens": cfg.max_attempt_tokens,
               "max_previous": cfg.max_previous, "context_len": cfg.context_len,
               "temperature": cfg.temperature, "batch_rows": cfg.batch_rows,
-              "seed": job.config.seed, "questions_sha256": prm_labels.questions_fingerprint(problems)}
+              "seed": job.config.seed,
+              "questions_sha256": prm_labels.questions_fingerprint(problems)}
   trajectories.open_manifest(out, manifest, "revisions sweep")
   graphdef, params, sampler = job.revision
   orm_g, orm_s = job.orm

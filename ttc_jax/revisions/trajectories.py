@@ -66,7 +66,7 @@ ARRAYS = {  # name -> dtype of every shard array
 def build_context(tokenizer: CharTokenizer, prompt: str, previous: Sequence[str], *,
                   context_len: int, max_new_tokens: int,
                   max_previous: int = MAX_PREVIOUS) -> list[int]:
-  """Token ids of BOS + `prompt` + the last `max_previous` of `previous`, each + separator + `prompt`.
+  """Ids of BOS + `prompt` + the last `max_previous` of `previous`, each + separator + `prompt`.
 
   Older attempts beyond `max_previous` are dropped (paper §6.1: each revision is
   conditioned on at most the four previous ones). Raises ValueError when the
@@ -88,7 +88,7 @@ def build_context(tokenizer: CharTokenizer, prompt: str, previous: Sequence[str]
 
 
 def worst_case_context(prompt_tokens: int, max_attempt_tokens: int, num_previous: int) -> int:
-  """Tokens a context can need: prompt (BOS included), `num_previous` full-length attempts, the new one."""
+  """Tokens a context can need: prompt (with BOS), `num_previous` full attempts, the new one."""
   per_previous = max_attempt_tokens + len(ATTEMPT_SEPARATOR) + prompt_tokens - 1  # no BOS
   return prompt_tokens + num_previous * per_previous + max_attempt_tokens
 
