@@ -55,5 +55,25 @@ def get_config() -> ml_collections.ConfigDict:
                   "lookahead/lookahead=1", "dvts/beam_width=4"),
       rows_per_batch=1024, temperature=1.0, max_step_tokens=16, max_rounds=40))
 
+  # Revisions (paper §6): training chains from base-LM samples, revision SFT, sweep.
+  c.revisions = ml_collections.ConfigDict(dict(
+      num_questions=200, samples_per_question=32, max_previous=4, max_chains_per_question=8,
+      data_shard_size=50, context_len=384, max_attempt_tokens=56, budgets=(16, 64),
+      seq_lengths=(1, 4, 16, 64), test_per_level=40, sweep_shard_size=50, batch_rows=512,
+      temperature=1.0,
+      train=dict(total_steps=150, batch_size=32, learning_rate=5e-4, warmup_steps=15,
+                 checkpoint_every=50, keep_checkpoints=2, log_every=25)))
+
+  # Allocator (paper §3.2, §7): a larger model (1.63M parameters, 5.3x the base LM),
+  # difficulty bins, compute-optimal strategy per bin, FLOPs exchange.
+  c.allocator = ml_collections.ConfigDict(dict(
+      large_d_model=192, large_num_layers=4, large_num_heads=8, large_num_kv_heads=4,
+      large_head_dim=24, large_mlp_dim=512,
+      large_train=dict(total_steps=1000, batch_size=64, learning_rate=2e-3, warmup_steps=100,
+                       checkpoint_every=200, keep_checkpoints=2, log_every=50),
+      min_param_ratio=4.0, large_samples=4, difficulty_samples=64, predicted_samples=16,
+      num_bins=5, batch_prompts=16, temperature=1.0, baseline="best_of_n", cv_seed=0,
+      interpolate=False, r_values=(0.16, 0.79, 22.0)))
+
   c.mesh = ml_collections.ConfigDict(dict(data=0, model=1))  # data=0: all devices
   return c

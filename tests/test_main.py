@@ -51,8 +51,8 @@ def test_cli_job_writes_workdir(finished_run):
   rows = [json.loads(l) for l in open(workdir / "metrics.jsonl")]
   assert any(r.get("stage") == "base_lm" and "loss" in r for r in rows)
   assert any(r.get("stage") == "eval_base_lm" for r in rows)
-  assert json.load(open(workdir / "config.json"))["train"]["total_steps"] == 30
-  assert os.path.isdir(workdir / "checkpoints" / "base_lm" / "30")
+  assert json.load(open(workdir / "config.json"))["train"]["total_steps"] == 200
+  assert os.path.isdir(workdir / "checkpoints" / "base_lm" / "200")
   # PRM / ORM stages: labels on disk, both reward models trained, verifier table.
   assert os.path.exists(workdir / "prm_labels" / "manifest.json")
   assert os.path.isdir(workdir / "checkpoints" / "prm" / "10")
@@ -76,6 +76,12 @@ def test_cli_job_writes_workdir(finished_run):
     assert summary["search"][r["cell"]["strategy"]][str(r["cell"]["budget"])]["all"] == \
         r["accuracy"]
   assert "harder_half" in summary["search"]["beam/beam_width=2"]["4"]
+  # Revisions and allocator stages: their summaries, checkpoints, figures and report.
+  assert {"revisions", "compute_optimal"} <= set(summary)
+  for name in ("revision", "larger_lm"):
+    assert os.path.isdir(workdir / "checkpoints" / name), name
+  assert os.path.exists(workdir / "report.md")
+  assert any(f.endswith(".png") for f in os.listdir(workdir / "figures"))
 
 
 def test_rerun_skips_finished_stages(finished_run):
@@ -84,7 +90,8 @@ def test_rerun_skips_finished_stages(finished_run):
   n_rows = len(open(workdir / "metrics.jsonl").readlines())
   n_search = len(open(workdir / "search.jsonl").readlines())
   summary = pipeline.run(_config(workdir))
-  for key in ("base_lm", "bon", "prm_step_auroc", "mc_label_step_auroc", "search"):
+  for key in ("base_lm", "bon", "prm_step_auroc", "mc_label_step_auroc", "search", "revisions",
+              "compute_optimal"):
     assert summary[key] == before[key]
   # No training step and no evaluation ran again: no new metric or search rows.
   assert len(open(workdir / "metrics.jsonl").readlines()) == n_rows
@@ -122,7 +129,7 @@ def test_corrupt_checkpoint_is_a_clear_error_and_keeps_data(tmp_path, finished_r
   shutil.copytree(src, tmp_path / "job")
   workdir = tmp_path / "job"
   os.remove(workdir / "eval_base_lm.json")
-  ckpt = workdir / "checkpoints" / "base_lm" / "30"
+  ckpt = workdir / "checkpoints" / "base_lm" / "200"
   for root, _, files in os.walk(ckpt):
     for f in files:
       with open(os.path.join(root, f), "wb") as fh:

@@ -2,9 +2,11 @@
 
 Stages: data (TFDS + seqio) -> train base LM -> evaluate base LM (pass@1 and
 majority@N per difficulty level) -> PRM labels (Monte-Carlo rollouts) -> train
-PRM -> train ORM -> verifier evaluation (label/score AUROC, best-of-N table).
-Later stages (search, revisions, allocator) append to the same job and the same
-`summary.json`.
+PRM -> train ORM -> verifier evaluation (label/score AUROC, best-of-N table) ->
+search sweep (accuracy vs budget per strategy) -> revisions (data, revision
+model, sequential:parallel sweep; `revisions/stages.py`) -> allocator (larger
+model, difficulty bins, compute-optimal, FLOPs exchange, figures and report;
+`allocator/stages.py`). All write to the same workdir and `summary.json`.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import ml_collections
 import numpy as np
 import tqdm
 
+from ttc_jax.allocator import stages as allocator_stages
 from ttc_jax.data import arithmetic
 from ttc_jax.data import tasks
 from ttc_jax.data.tokenizer import CharTokenizer
@@ -31,6 +34,7 @@ from ttc_jax.experiments import sweep
 from ttc_jax.models import reward
 from ttc_jax.models import transformer
 from ttc_jax.parallel import mesh as mesh_lib
+from ttc_jax.revisions import stages as revision_stages
 from ttc_jax.sampling.sampler import Sampler
 from ttc_jax.search import base as search_base
 from ttc_jax.search import selection
@@ -39,7 +43,7 @@ from ttc_jax.training import trainer
 
 KNOWN_TASKS = ("chain_arithmetic",)
 TOP_LEVEL_KEYS = ("workdir", "seed", "task", "model", "train", "eval", "mesh", "prm", "orm",
-                  "verifier_eval", "search")
+                  "verifier_eval", "search", "revisions", "allocator")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -122,6 +126,8 @@ class Job:
     self.search_cfg = dataclass_from_config(
         search_sweep.SearchSweepConfig, {k: tuple(v) if isinstance(v, (list, tuple)) else v
                                          for k, v in config.search.items()}, "search")
+    self.revision_cfg, self.revision_train_cfg = revision_stages.from_config(config.revisions)
+    self.allocator_cfg = allocator_stages.from_config(config.allocator)
     self.levels = levels_from_config(config)
     self.mesh = mesh_lib.make_mesh(data=config.mesh.data or None, model=config.mesh.model)
     self.metrics_path = os.path.join(self.workdir, "metrics.jsonl")
@@ -285,6 +291,17 @@ class Job:
       print("harder half:\n" + search_sweep.format_table(table, "harder_half"), flush=True)
     return table
 
+  def revisions(self) -> dict[str, Any]:
+    """Revision data, revision model and the sequential:parallel sweep (paper §6)."""
+    revision_stages.revision_data(self, self.revision_cfg)
+    revision_stages.train_revision_model(self, self.revision_cfg, self.revision_train_cfg)
+    return revision_stages.revisions_sweep(self, self.revision_cfg)
+
+  def allocator(self) -> dict[str, Any]:
+    """Larger model, difficulty bins, compute-optimal allocation, FLOPs exchange, report (§3.2, §7)."""
+    revision_rows = allocator_stages.load_revision_rows(self, self.revision_cfg)
+    return allocator_stages.run_all(self, self.allocator_cfg, revision_rows)
+
   def run(self) -> dict[str, Any]:
     with open(os.path.join(self.workdir, "config.json"), "w") as f:
       f.write(self.config.to_json_best_effort(indent=2))
@@ -296,6 +313,8 @@ class Job:
     self.train_orm()
     self.verifier_eval()
     self.search()
+    self.revisions()
+    self.allocator()
     return metrics.update_summary(self.workdir, wall_s=round(time.time() - self.start, 1))
 
 
