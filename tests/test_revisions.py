@@ -30,11 +30,11 @@ SEP = tj.ATTEMPT_SEPARATOR
 def test_context_drops_the_oldest_attempts():
   prev = [f"A:{i}" for i in range(7)]
   ids = tj.build_context(TOK, "Q:1+2\n", prev, context_len=200, max_new_tokens=10)
-  assert TOK.decode(ids) == "Q:1+2\n" + "".join(f"A:{i}{SEP}Q:1+2\n" for i in range(3, 7))
-  assert ids[0] == TOK.bos_id
+  assert TOK.decode(ids) == "".join(f"A:{i}{SEP}" for i in range(3, 7)) + "Q:1+2\n"
+  assert ids[0] == TOK.bos_id and TOK.decode(ids[1:3]) == "A:"
   two = tj.build_context(TOK, "Q:1+2\n", prev, context_len=200, max_new_tokens=10,
                          max_previous=2)
-  assert TOK.decode(two) == f"Q:1+2\nA:5{SEP}Q:1+2\nA:6{SEP}Q:1+2\n"
+  assert TOK.decode(two) == f"A:5{SEP}A:6{SEP}Q:1+2\n"
   none = tj.build_context(TOK, "Q:1+2\n", prev, context_len=200, max_new_tokens=10,
                           max_previous=0)
   assert TOK.decode(none) == "Q:1+2\n"
@@ -142,7 +142,7 @@ def test_inference_contexts_drop_the_oldest_attempts():
   outs = chains.texts
   for t in range(7):
     kept = outs[max(0, t - 4):t]
-    assert rec.contexts[t] == "Q:1+2\n" + "".join(a + SEP + "Q:1+2\n" for a in kept)
+    assert rec.contexts[t] == "".join(a + SEP for a in kept) + "Q:1+2\n"
   assert rec.calls == 7 and list(chains.step) == list(range(7))
 
 
@@ -245,7 +245,8 @@ def test_trajectory_shards_and_resume(tmp_path):
     target = TOK.decode(row[d["target_start"][r]:d["length"][r]])
     assert target == prob.solution and row[d["length"][r] - 1] == TOK.eos_id
     context = TOK.decode(row[:d["target_start"][r]])
-    previous = [a for a in context[len(prob.prompt):].split(SEP + prob.prompt) if a]
+    assert context.endswith(prob.prompt)
+    previous = [a for a in context[:-len(prob.prompt)].split(SEP) if a]
     assert len(previous) == d["num_previous"][r]
     if previous:  # the last previous attempt is the wrong sample closest to the solution
       wrong = [prob.solution.replace(f"A:{prob.answer}", f"A:{prob.answer + off}")

@@ -66,7 +66,7 @@ class RevisionConfig:
   max_previous: int = trajectories.MAX_PREVIOUS
   max_chains_per_question: int = 0
   data_shard_size: int = 25
-  context_len: int = 384
+  context_len: int = 320
   max_attempt_tokens: int = 56
   budgets: tuple[int, ...] = (16, 64)
   seq_lengths: tuple[int, ...] = (1, 4, 16, 64)
@@ -138,10 +138,10 @@ def default_config(scale: str = "demo") -> ml_collections.ConfigDict:
   if scale == "demo":
     return ml_collections.ConfigDict(dict(
         num_questions=600, samples_per_question=16, max_previous=4, max_chains_per_question=4,
-        data_shard_size=50, context_len=384, max_attempt_tokens=56, budgets=(16, 64),
+        data_shard_size=50, context_len=320, max_attempt_tokens=56, budgets=(16, 64),
         seq_lengths=(1, 4, 16, 64), test_per_level=10, sweep_shard_size=50, batch_rows=512,
         temperature=1.0,
-        train=dict(total_steps=150, batch_size=32, learning_rate=3e-4, warmup_steps=15,
+        train=dict(total_steps=200, batch_size=32, learning_rate=1e-3, warmup_steps=20,
                    checkpoint_every=50, keep_checkpoints=2, log_every=25)))
   if scale == "test":
     return ml_collections.ConfigDict(dict(

@@ -1,14 +1,15 @@
 """Revision-model training chains (paper §6.1) and the one chain format shared with inference.
 
-A chain is what the revision model reads and writes: the question, up to
-`MAX_PREVIOUS` earlier attempts, each followed by `ATTEMPT_SEPARATOR` and the
-question again, then the new attempt and EOS::
+A chain is what the revision model reads and writes: up to `MAX_PREVIOUS`
+earlier attempts, each followed by `ATTEMPT_SEPARATOR`, then the question and
+the new attempt and EOS::
 
-    BOS Q:47-12+85\\n <attempt 1>\\n Q:47-12+85\\n <attempt 2>\\n Q:47-12+85\\n <new attempt> EOS
+    BOS <attempt 1>\\n\\n <attempt 2>\\n\\n Q:47-12+85\\n <new attempt> EOS
 
-Repeating the question puts every attempt right after it, as in the base LM's
-training, so the fine-tuned model keeps reading the question at the distance it
-learned to, however many attempts precede it.
+The question comes last, once, so the new attempt follows it as in the base LM's
+training however many attempts precede it (a question first, or repeated before
+every attempt, left the fine-tuned demo model reading operands from the wrong
+place). With no previous attempt the context is exactly the base LM's prompt.
 
 `build_context` is the only place that writes this format: training-data
 construction here and sequential revisions at test time (`sequential.py`) both
@@ -47,7 +48,7 @@ from ttc_jax.data.tokenizer import PAD, CharTokenizer
 from ttc_jax.sampling.sampler import Sampler
 from ttc_jax.training import prm_labels
 
-ATTEMPT_SEPARATOR = "\n"  # ends an attempt's last line; the question follows it
+ATTEMPT_SEPARATOR = "\n\n"  # a blank line: never inside a solution (one step per line)
 MAX_PREVIOUS = 4            # paper §6.1: up to four previous attempts in context
 TEMPERATURE = 1.0           # paper §6.1: the 64 samples per question are drawn at temperature 1
 MANIFEST = "manifest.json"
@@ -66,7 +67,7 @@ ARRAYS = {  # name -> dtype of every shard array
 def build_context(tokenizer: CharTokenizer, prompt: str, previous: Sequence[str], *,
                   context_len: int, max_new_tokens: int,
                   max_previous: int = MAX_PREVIOUS) -> list[int]:
-  """Ids of BOS + `prompt` + the last `max_previous` of `previous`, each + separator + `prompt`.
+  """Ids of BOS + the last `max_previous` of `previous` (each + separator) + `prompt`.
 
   Older attempts beyond `max_previous` are dropped (paper §6.1: each revision is
   conditioned on at most the four previous ones). Raises ValueError when the
@@ -75,9 +76,10 @@ def build_context(tokenizer: CharTokenizer, prompt: str, previous: Sequence[str]
   if max_previous < 0:
     raise ValueError(f"max_previous={max_previous} must be >= 0 (the paper uses 4).")
   kept = list(previous)[max(0, len(previous) - max_previous):]
-  ids = tokenizer.encode(prompt, bos=True)
+  ids = [tokenizer.bos_id]
   for text in kept:
-    ids += tokenizer.encode(text + ATTEMPT_SEPARATOR + prompt)
+    ids += tokenizer.encode(text + ATTEMPT_SEPARATOR)
+  ids += tokenizer.encode(prompt)
   if len(ids) + max_new_tokens > context_len:
     raise ValueError(
         f"A revision context of {len(ids)} tokens (prompt + {len(kept)} previous attempts) plus "
@@ -89,7 +91,7 @@ def build_context(tokenizer: CharTokenizer, prompt: str, previous: Sequence[str]
 
 def worst_case_context(prompt_tokens: int, max_attempt_tokens: int, num_previous: int) -> int:
   """Tokens a context can need: prompt (with BOS), `num_previous` full attempts, the new one."""
-  per_previous = max_attempt_tokens + len(ATTEMPT_SEPARATOR) + prompt_tokens - 1  # no BOS
+  per_previous = max_attempt_tokens + len(ATTEMPT_SEPARATOR)
   return prompt_tokens + num_previous * per_previous + max_attempt_tokens
 
 
