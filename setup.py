@@ -28,6 +28,9 @@ setup(
     extras_require={
         "test": [
             "pytest>=8",
+            "nbclient>=0.10",  # colabs/*.ipynb executed top to bottom by the tests
+            "nbformat>=5.10",
+            "ipykernel>=6.29",
             "torch==2.13.0",
             "transformers>=4.45",
         ],
