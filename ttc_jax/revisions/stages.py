@@ -141,7 +141,7 @@ def default_config(scale: str = "demo") -> ml_collections.ConfigDict:
         data_shard_size=50, context_len=320, max_attempt_tokens=56, budgets=(16, 64),
         seq_lengths=(1, 4, 16, 64), test_per_level=10, sweep_shard_size=50, batch_rows=512,
         temperature=1.0,
-        train=dict(total_steps=200, batch_size=32, learning_rate=1e-3, warmup_steps=20,
+        train=dict(total_steps=400, batch_size=32, learning_rate=1e-3, warmup_steps=40,
                    checkpoint_every=50, keep_checkpoints=2, log_every=25)))
   if scale == "test":
     return ml_collections.ConfigDict(dict(
