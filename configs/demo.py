@@ -57,11 +57,11 @@ def get_config() -> ml_collections.ConfigDict:
 
   # Revisions (paper §6): training chains from base-LM samples, revision SFT, sweep.
   c.revisions = ml_collections.ConfigDict(dict(
-      num_questions=200, samples_per_question=32, max_previous=4, max_chains_per_question=8,
-      data_shard_size=50, context_len=384, max_attempt_tokens=56, budgets=(16, 64),
-      seq_lengths=(1, 4, 16, 64), test_per_level=40, sweep_shard_size=50, batch_rows=512,
+      num_questions=600, samples_per_question=16, max_previous=4, max_chains_per_question=4,
+      data_shard_size=50, context_len=320, max_attempt_tokens=56, budgets=(16, 64),
+      seq_lengths=(1, 4, 16, 64), test_per_level=10, sweep_shard_size=50, batch_rows=512,
       temperature=1.0,
-      train=dict(total_steps=150, batch_size=32, learning_rate=5e-4, warmup_steps=15,
+      train=dict(total_steps=400, batch_size=32, learning_rate=1e-3, warmup_steps=40,
                  checkpoint_every=50, keep_checkpoints=2, log_every=25)))
 
   # Allocator (paper §3.2, §7): a larger model (1.63M parameters, 5.3x the base LM),
