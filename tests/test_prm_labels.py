@@ -15,6 +15,7 @@ from ttc_jax import testing
 from ttc_jax.compilation import count_compilations
 from ttc_jax.data import arithmetic
 from ttc_jax.data.tokenizer import CharTokenizer
+from ttc_jax.experiments import shards
 from ttc_jax.parallel import mesh as mesh_lib
 from ttc_jax.sampling.sampler import Sampler
 from ttc_jax.training import prm_labels as pl
@@ -181,7 +182,7 @@ class _Killed(Exception):
 def test_resume_after_kill_matches_uninterrupted_run(trie_run, tmp_path, monkeypatch):
   ref_dir, _, _ = trie_run
   out = tmp_path / "resumed"
-  save = pl._save_npz  # pylint: disable=protected-access
+  save = shards.save_npz
   calls = []
 
   def dying_save(path, arrays):
@@ -192,7 +193,7 @@ def test_resume_after_kill_matches_uninterrupted_run(trie_run, tmp_path, monkeyp
       raise _Killed()
     save(path, arrays)
 
-  monkeypatch.setattr(pl, "_save_npz", dying_save)
+  monkeypatch.setattr(shards, "save_npz", dying_save)
   with pytest.raises(_Killed):
     pl.generate_labels(TRIE, TRIE_PARAMS, PROBLEMS, TOK, out, seed=0, **KW)
   assert not pl.labels_complete(out)
@@ -200,8 +201,8 @@ def test_resume_after_kill_matches_uninterrupted_run(trie_run, tmp_path, monkeyp
     pl.load_labels(out)
 
   calls.clear()
-  monkeypatch.setattr(pl, "_save_npz", lambda p, a: (calls.append(os.path.basename(p)),
-                                                     save(p, a)))
+  monkeypatch.setattr(shards, "save_npz", lambda p, a: (calls.append(os.path.basename(p)),
+                                                        save(p, a)))
   stats = pl.generate_labels(TRIE, TRIE_PARAMS, PROBLEMS, TOK, out, seed=0, **KW)
   assert calls == ["shard-00001.npz", "shard-00002.npz"]  # shard 0 kept, none redone
   assert stats["shards_skipped"] == 1 and stats["num_solutions"] == 24

@@ -14,6 +14,7 @@ import pytest
 from ttc_jax import testing
 from ttc_jax.data import arithmetic
 from ttc_jax.data.tokenizer import CharTokenizer
+from ttc_jax.experiments import shards
 from ttc_jax.models import reward
 from ttc_jax.revisions import sequential
 from ttc_jax.revisions import stages
@@ -259,16 +260,16 @@ def test_trajectory_shards_and_resume(tmp_path):
   assert (arrays["tokens"][mask > 0] != TOK.pad_id).all()
 
   # A killed run: one shard missing, a torn temporary file; the rerun rebuilds only that shard.
-  before = open(tj.shard_path(tmp_path, 1), "rb").read()
-  os.remove(tj.shard_path(tmp_path, 1))
-  open(tj.shard_path(tmp_path, 1) + ".tmp", "wb").write(b"torn")
+  before = open(shards.shard_path(tmp_path, 1), "rb").read()
+  os.remove(shards.shard_path(tmp_path, 1))
+  open(shards.shard_path(tmp_path, 1) + ".tmp", "wb").write(b"torn")
   assert not tj.trajectories_complete(tmp_path)
   with pytest.raises(ValueError, match=r"shards \[1\] of 3 are missing"):
     tj.load_trajectories(tmp_path)
   stats2 = tj.generate_trajectories(_ScriptSampler(), None, PROBLEMS, TOK, tmp_path, **DATA_KW)
   assert stats2["shards_written"] == 1 and stats2["shards_skipped"] == 2
-  assert open(tj.shard_path(tmp_path, 1), "rb").read() == before
-  assert not os.path.exists(tj.shard_path(tmp_path, 1) + ".tmp")
+  assert open(shards.shard_path(tmp_path, 1), "rb").read() == before
+  assert not os.path.exists(shards.shard_path(tmp_path, 1) + ".tmp")
   with pytest.raises(ValueError, match="different revision training-data job"):
     tj.generate_trajectories(_ScriptSampler(), None, PROBLEMS, TOK, tmp_path,
                              **dict(DATA_KW, seed=4))
@@ -326,7 +327,7 @@ def test_stages_end_to_end_and_resume(tmp_path):
   # A killed sweep: one chain shard and the results lost; the rerun redoes just that shard.
   n_metric_rows = len(open(tmp_path / "metrics.jsonl").readlines())
   os.remove(tmp_path / "revisions.json")
-  os.remove(tj.shard_path(tmp_path / "revisions", 1))
+  os.remove(shards.shard_path(tmp_path / "revisions", 1))
   again = stages.revisions_sweep(job, cfg)
   for k in ("pass@1_by_step", "sweep", "counts", "correct_to_incorrect"):
     assert again[k] == result[k]

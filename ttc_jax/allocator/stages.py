@@ -42,6 +42,7 @@ from ttc_jax.data import arithmetic
 from ttc_jax.data import tokenizer
 from ttc_jax.experiments import figures
 from ttc_jax.experiments import metrics
+from ttc_jax.experiments import shards
 from ttc_jax.models import reward
 from ttc_jax.models import transformer
 from ttc_jax.parallel import mesh as mesh_lib
@@ -389,14 +390,13 @@ def load_revision_rows(job, rev_cfg) -> list[dict[str, Any]] | None:
   only where those include every search question.
   """
   from ttc_jax.revisions import stages as rev_stages  # pylint: disable=g-import-not-at-top
-  from ttc_jax.revisions import trajectories  # pylint: disable=g-import-not-at-top
   out = os.path.join(job.workdir, "revisions")
   if not os.path.exists(os.path.join(job.workdir, "revisions.json")):
     return None
-  manifest = _read_json(os.path.join(out, trajectories.MANIFEST))
+  manifest = _read_json(os.path.join(out, shards.MANIFEST))
   parts = []
   for i in range(manifest["num_shards"]):
-    with np.load(trajectories.shard_path(out, i)) as f:
+    with np.load(shards.shard_path(out, i)) as f:
       parts.append({k: f[k] for k in f.files})
   arrays = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
   return revision_rows_from_arrays(arrays, rev_stages.test_problems(job, rev_cfg.test_per_level),

@@ -34,7 +34,7 @@ from ttc_jax.data.tokenizer import CharTokenizer
 from ttc_jax.models import reward
 from ttc_jax.parallel import mesh as mesh_lib
 from ttc_jax.revisions import trajectories
-from ttc_jax.sampling.sampler import Sampler
+from ttc_jax.sampling.sampler import Sampler, pad_with_copies
 from ttc_jax.search import selection
 
 Answer = Any
@@ -165,7 +165,7 @@ def generate_chains(sampler: Sampler, params: Any, tokenizer: CharTokenizer,
     by_len = sorted(range(len(rows)), key=lambda i: len(ctx[i]))
     for b, lo in enumerate(range(0, len(by_len), batch_rows)):
       idx = by_len[lo:lo + batch_rows]
-      batch = trajectories.pad_rows([ctx[i] for i in idx], 1, mesh)
+      batch = pad_with_copies([ctx[i] for i in idx], 1, mesh)
       top = max(len(x) for x in batch)
       max_len = min(sampler.context_len, sampler.bucket(top) + max_attempt_tokens)
       toks, lens = _sample_rows(sampler, params, batch,

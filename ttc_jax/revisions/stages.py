@@ -29,6 +29,7 @@ import tqdm
 
 from ttc_jax.data import arithmetic
 from ttc_jax.experiments import metrics
+from ttc_jax.experiments import shards
 from ttc_jax.models import transformer
 from ttc_jax.revisions import sequential
 from ttc_jax.revisions import trajectories
@@ -273,11 +274,11 @@ def _sweep_shards(job, cfg: RevisionConfig, problems: list[arithmetic.Problem]
               "temperature": cfg.temperature, "batch_rows": cfg.batch_rows,
               "seed": job.config.seed,
               "questions_sha256": prm_labels.questions_fingerprint(problems)}
-  trajectories.open_manifest(out, manifest, "revisions sweep")
+  shards.open_manifest(out, manifest, "revisions sweep")
   graphdef, params, sampler = job.revision
   orm_g, orm_s = job.orm
   todo = [i for i in range(manifest["num_shards"])
-          if not os.path.exists(trajectories.shard_path(out, i))]
+          if not os.path.exists(shards.shard_path(out, i))]
   for i in tqdm.tqdm(todo, desc="revisions sweep", unit="shard"):
     chunk = problems[i * n:(i + 1) * n]
     prompts = [p.prompt for p in chunk]
@@ -297,10 +298,10 @@ def _sweep_shards(job, cfg: RevisionConfig, problems: list[arithmetic.Problem]
               "has_answer": np.asarray([a is not None for a in answers]),
               "orm": scores.astype(np.float32)}
     if jax.process_index() == 0:
-      trajectories.save_npz(trajectories.shard_path(out, i), arrays)
+      shards.save_npz(shards.shard_path(out, i), arrays)
   parts = []
   for i in range(manifest["num_shards"]):
-    with np.load(trajectories.shard_path(out, i)) as f:
+    with np.load(shards.shard_path(out, i)) as f:
       parts.append({k: f[k] for k in f.files})
   return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 

@@ -31,8 +31,6 @@ exactly the shards an uninterrupted one would (on the same devices and mesh).
 
 from __future__ import annotations
 
-import glob
-import json
 import os
 import time
 from typing import Any, Callable, Sequence
@@ -45,13 +43,14 @@ from jax.sharding import Mesh
 
 from ttc_jax.data import arithmetic
 from ttc_jax.data.tokenizer import PAD, CharTokenizer
-from ttc_jax.sampling.sampler import Sampler
+from ttc_jax.experiments import shards
+from ttc_jax.sampling.sampler import Sampler, pad_with_copies
 from ttc_jax.training import prm_labels
 
 ATTEMPT_SEPARATOR = "\n\n"  # a blank line: never inside a solution (one step per line)
 MAX_PREVIOUS = 4            # paper §6.1: up to four previous attempts in context
 TEMPERATURE = 1.0           # paper §6.1: the 64 samples per question are drawn at temperature 1
-MANIFEST = "manifest.json"
+MANIFEST = shards.MANIFEST
 FORMAT_VERSION = 1
 ARRAYS = {  # name -> dtype of every shard array
     "tokens": np.int32, "target_start": np.int32, "length": np.int32,
@@ -193,9 +192,9 @@ def generate_trajectories(sampler: Sampler, params: Any, problems: list[arithmet
       "temperature": TEMPERATURE, "separator": ATTEMPT_SEPARATOR,
       "questions_sha256": prm_labels.questions_fingerprint(problems),
   }
-  open_manifest(out_dir, manifest, "revision training-data")
+  shards.open_manifest(out_dir, manifest, "revision training-data")
   num_shards = manifest["num_shards"]
-  todo = [i for i in range(num_shards) if not os.path.exists(shard_path(out_dir, i))]
+  todo = [i for i in range(num_shards) if not os.path.exists(shards.shard_path(out_dir, i))]
   start = time.time()
   for i in tqdm.tqdm(todo, desc="revision data", unit="shard", disable=not progress):
     lo = i * shard_size
@@ -205,7 +204,7 @@ def generate_trajectories(sampler: Sampler, params: Any, problems: list[arithmet
                     max_attempt_tokens=max_attempt_tokens, context_len=context_len,
                     max_previous=max_previous, max_chains=max_chains_per_question, mesh=mesh)
     if jax.process_index() == 0:
-      save_npz(shard_path(out_dir, i), arrays)
+      shards.save_npz(shards.shard_path(out_dir, i), arrays)
   stats = _stats(load_trajectories(out_dir), max_previous)
   stats.update(shards_written=len(todo), shards_skipped=num_shards - len(todo),
                seconds=round(time.time() - start, 3))
@@ -214,32 +213,33 @@ def generate_trajectories(sampler: Sampler, params: Any, problems: list[arithmet
 
 def trajectories_complete(out_dir: str | os.PathLike) -> bool:
   """True iff `out_dir` has a manifest and every one of its shards."""
-  manifest = read_manifest(out_dir)
+  manifest = shards.read_manifest(out_dir)
   return manifest is not None and all(
-      os.path.exists(shard_path(out_dir, i)) for i in range(manifest["num_shards"]))
+      os.path.exists(shards.shard_path(out_dir, i)) for i in range(manifest["num_shards"]))
 
 
 def load_trajectories(out_dir: str | os.PathLike) -> dict[str, np.ndarray]:
   """All shards concatenated in question order; raises ValueError naming a missing shard."""
-  manifest = read_manifest(out_dir)
+  manifest = shards.read_manifest(out_dir)
   if manifest is None:
     raise ValueError(f"No {MANIFEST} in {os.fspath(out_dir)!r}; run generate_trajectories "
                      "first.")
   missing = [i for i in range(manifest["num_shards"])
-             if not os.path.exists(shard_path(out_dir, i))]
+             if not os.path.exists(shards.shard_path(out_dir, i))]
   if missing:
     raise ValueError(f"Revision data in {os.fspath(out_dir)!r} is incomplete: shards {missing} "
                      f"of {manifest['num_shards']} are missing; rerun generate_trajectories.")
-  shards = []
+  loaded = []
   for i in range(manifest["num_shards"]):
-    with np.load(shard_path(out_dir, i)) as f:
+    with np.load(shards.shard_path(out_dir, i)) as f:
       shard = {k: f[k] for k in f.files}
     bad = [k for k, dt in ARRAYS.items() if k not in shard or shard[k].dtype != dt]
     if bad or shard["tokens"].shape[1:] != (manifest["context_len"],):
-      raise ValueError(f"Revision data shard {shard_path(out_dir, i)} is inconsistent (arrays "
-                       f"{bad or ['tokens']}); delete it and rerun generate_trajectories.")
-    shards.append(shard)
-  return {k: np.concatenate([s[k] for s in shards]) for k in ARRAYS}
+      raise ValueError(f"Revision data shard {shards.shard_path(out_dir, i)} is inconsistent "
+                       f"(arrays {bad or ['tokens']}); delete it and rerun "
+                       f"generate_trajectories.")
+    loaded.append(shard)
+  return {k: np.concatenate([s[k] for s in loaded]) for k in ARRAYS}
 
 
 def training_arrays(data: dict[str, np.ndarray], multiple: int = 16) -> dict[str, np.ndarray]:
@@ -296,7 +296,7 @@ def _shard(sampler: Sampler, params: Any, problems: Sequence[arithmetic.Problem]
   """Samples one shard's solutions and turns its correct ones into chains."""
   s = samples_per_question
   prompts = [tokenizer.encode(p.prompt, bos=True) for p in problems]
-  _, out = sampler.sample(params, pad_rows(prompts, len(prompts), mesh), key, num_samples=s,
+  _, out = sampler.sample(params, pad_with_copies(prompts, len(prompts), mesh), key, num_samples=s,
                           max_len=sampler.context_len, max_new_tokens=max_attempt_tokens,
                           stop="eos", temperature=TEMPERATURE, mesh=mesh)
   gen, lengths = np.asarray(out.tokens), np.asarray(out.lengths)
@@ -358,68 +358,3 @@ def _check_args(sampler, problems, tokenizer, samples_per_question, max_attempt_
   if longest >= sampler.context_len:
     raise ValueError(f"A {longest}-token prompt leaves the base LM (window "
                      f"{sampler.context_len}) no room to answer; use shorter questions.")
-
-
-# ---------------------------------------------------------------------------
-# Files (shared with the sweep's chain shards)
-# ---------------------------------------------------------------------------
-
-
-def pad_rows(rows: list, size: int, mesh: Mesh | None) -> list:
-  """Pads `rows` with copies of its last row to a power of two >= `size` (and the mesh's data).
-
-  Real copies stop like real rows (the sampler's 1-token dummies might not and
-  would stretch the decode loop), and a fixed size fixes the compiled shape.
-  """
-  multiple = mesh.shape["data"] if mesh is not None else 1
-  b = max(multiple, 1 << (max(size, len(rows)) - 1).bit_length())
-  b = -(-b // multiple) * multiple
-  return list(rows) + [rows[-1]] * (b - len(rows))
-
-
-def shard_path(out_dir: str | os.PathLike, index: int) -> str:
-  return os.path.join(out_dir, f"shard-{index:05d}.npz")
-
-
-def save_npz(path: str, arrays: dict[str, np.ndarray]) -> None:
-  """Writes `path` atomically: a temporary file, fsync, then `os.replace`."""
-  tmp = path + ".tmp"
-  with open(tmp, "wb") as f:
-    np.savez(f, **arrays)
-    f.flush()
-    os.fsync(f.fileno())
-  os.replace(tmp, path)
-
-
-def read_manifest(out_dir: str | os.PathLike) -> dict[str, Any] | None:
-  path = os.path.join(out_dir, MANIFEST)
-  if not os.path.exists(path):
-    return None
-  with open(path) as f:
-    return json.load(f)
-
-
-def open_manifest(out_dir: str | os.PathLike, manifest: dict[str, Any], what: str) -> None:
-  """Writes the manifest of a new job, or checks that `out_dir` holds this same job.
-
-  Also removes torn `*.tmp` files a killed run left behind.
-  """
-  for stale in glob.glob(os.path.join(out_dir, "*.tmp")):
-    os.remove(stale)
-  old = read_manifest(out_dir)
-  if old is None:
-    if glob.glob(os.path.join(out_dir, "shard-*.npz")):
-      raise ValueError(f"{os.fspath(out_dir)!r} has shard files but no {MANIFEST}, so they "
-                       "cannot be checked against this job; use a new directory or delete it.")
-    if jax.process_index() == 0:
-      path = os.path.join(out_dir, MANIFEST)
-      with open(path + ".tmp", "w") as f:
-        json.dump(manifest, f, indent=2, sort_keys=True)
-      os.replace(path + ".tmp", path)
-    return
-  diff = {k: (old.get(k), v) for k, v in manifest.items() if old.get(k) != v}
-  if diff:
-    pretty = ", ".join(f"{k}: {a!r} on disk vs {b!r} now" for k, (a, b) in sorted(diff.items()))
-    raise ValueError(f"{os.path.join(os.fspath(out_dir), MANIFEST)} describes a different "
-                     f"{what} job ({pretty}); use a new directory, or delete the old one to "
-                     "start over.")

@@ -93,6 +93,18 @@ def sample_logits(rng: jax.Array, logits: jax.Array, temperature: jax.Array,
   return jax.lax.cond(temperature <= 0, greedy, draw, logits).astype(jnp.int32)
 
 
+def pad_with_copies(rows: list, size: int, mesh: Mesh | None = None) -> list:
+  """Pads `rows` with copies of its last row to a power of two >= `size` (and the mesh's data).
+
+  Real copies stop like real rows (the sampler's 1-token dummies might not and
+  would stretch the decode loop), and a fixed size fixes the compiled shape.
+  """
+  multiple = mesh.shape["data"] if mesh is not None else 1
+  b = max(multiple, 1 << (max(size, len(rows)) - 1).bit_length())
+  b = -(-b // multiple) * multiple
+  return list(rows) + [rows[-1]] * (b - len(rows))
+
+
 @dataclasses.dataclass(frozen=True)
 class Sampler:
   """Static sampling setup; hashable, so it is a static argument of jit.

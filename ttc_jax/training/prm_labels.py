@@ -31,9 +31,7 @@ rollouts.
 
 from __future__ import annotations
 
-import glob
 import hashlib
-import json
 import os
 import time
 from typing import Any, Sequence
@@ -45,11 +43,12 @@ from jax.sharding import Mesh
 
 from ttc_jax.data import arithmetic
 from ttc_jax.data.tokenizer import CharTokenizer
+from ttc_jax.experiments import shards
 from ttc_jax.models import reward
-from ttc_jax.sampling.sampler import Sampler
+from ttc_jax.sampling.sampler import Sampler, pad_with_copies
 
 TEMPERATURE = 1.0  # paper §5.1: solutions and rollouts are sampled at temperature 1.
-MANIFEST = "manifest.json"
+MANIFEST = shards.MANIFEST
 FORMAT_VERSION = 1
 ARRAYS = {  # name -> dtype of every shard array
     "tokens": np.int32, "prompt_len": np.int32, "step_ends": np.int32,
@@ -100,12 +99,11 @@ def generate_labels(sampler: Sampler, params: Any, problems: list[arithmetic.Pro
       "seed": seed, "prefixes_per_batch": prefixes_per_batch, "temperature": TEMPERATURE,
       "questions_sha256": questions_fingerprint(problems),
   }
-  _open_manifest(out_dir, manifest)
-  for stale in glob.glob(os.path.join(out_dir, "*.tmp")):  # torn writes of a killed run
-    os.remove(stale)
+  # Also drops the torn writes of a killed run.
+  shards.open_manifest(out_dir, manifest, "PRM label", where="out_dir")
 
   num_shards = manifest["num_shards"]
-  todo = [i for i in range(num_shards) if not os.path.exists(_shard_path(out_dir, i))]
+  todo = [i for i in range(num_shards) if not os.path.exists(shards.shard_path(out_dir, i))]
   start, rollouts = time.time(), 0
   bar = tqdm.tqdm(total=num_shards, initial=num_shards - len(todo), desc="prm labels",
                   unit="shard", disable=not progress)
@@ -117,7 +115,7 @@ def generate_labels(sampler: Sampler, params: Any, problems: list[arithmetic.Pro
                                   max_len=max_len, prefixes_per_batch=prefixes_per_batch,
                                   mesh=mesh)
     if jax.process_index() == 0:
-      _save_npz(_shard_path(out_dir, i), arrays)
+      shards.save_npz(shards.shard_path(out_dir, i), arrays)
     rollouts += n_roll
     bar.update(1)
     bar.set_postfix(rollouts_per_s=f"{rollouts / max(time.time() - start, 1e-9):.0f}")
@@ -133,10 +131,10 @@ def generate_labels(sampler: Sampler, params: Any, problems: list[arithmetic.Pro
 
 def labels_complete(out_dir: str | os.PathLike) -> bool:
   """True iff `out_dir` has a manifest and every one of its shards."""
-  manifest = _read_manifest(out_dir)
+  manifest = shards.read_manifest(out_dir)
   if manifest is None:
     return False
-  return all(os.path.exists(_shard_path(out_dir, i)) for i in range(manifest["num_shards"]))
+  return all(os.path.exists(shards.shard_path(out_dir, i)) for i in range(manifest["num_shards"]))
 
 
 def load_labels(out_dir: str | os.PathLike) -> dict[str, np.ndarray]:
@@ -145,17 +143,17 @@ def load_labels(out_dir: str | os.PathLike) -> dict[str, np.ndarray]:
   `step_ends` and `labels` are right-padded with -1 to the widest shard.
   Raises ValueError naming the shard when a shard is missing or inconsistent.
   """
-  manifest = _read_manifest(out_dir)
+  manifest = shards.read_manifest(out_dir)
   if manifest is None:
     raise ValueError(f"No {MANIFEST} in {os.fspath(out_dir)!r}; run generate_labels first.")
   missing = [i for i in range(manifest["num_shards"])
-             if not os.path.exists(_shard_path(out_dir, i))]
+             if not os.path.exists(shards.shard_path(out_dir, i))]
   if missing:
     raise ValueError(f"PRM labels in {os.fspath(out_dir)!r} are incomplete: shards {missing} of "
                      f"{manifest['num_shards']} are missing; rerun generate_labels to finish.")
-  shards = []
+  loaded = []
   for i in range(manifest["num_shards"]):
-    path = _shard_path(out_dir, i)
+    path = shards.shard_path(out_dir, i)
     with np.load(path) as f:
       shard = {k: f[k] for k in f.files}
     lo = i * manifest["shard_size"]
@@ -163,11 +161,11 @@ def load_labels(out_dir: str | os.PathLike) -> dict[str, np.ndarray]:
     _validate_shard(shard, os.path.basename(path),
                     np.repeat(np.arange(lo, lo + n_q), manifest["num_solutions"]),
                     manifest["max_len"])
-    shards.append(shard)
-  width = max(s["step_ends"].shape[1] for s in shards)
+    loaded.append(shard)
+  width = max(s["step_ends"].shape[1] for s in loaded)
   out = {}
   for k in ARRAYS:
-    parts = [s[k] for s in shards]
+    parts = [s[k] for s in loaded]
     if k in ("step_ends", "labels"):
       parts = [np.pad(p, ((0, 0), (0, width - p.shape[1])), constant_values=-1) for p in parts]
     out[k] = np.concatenate(parts, axis=0)
@@ -244,7 +242,7 @@ def _label_shard(sampler: Sampler, params: Any, problems: Sequence[arithmetic.Pr
   sol_key, roll_key = jax.random.split(key)
   prompts = [tokenizer.encode(p.prompt, bos=True) for p in problems]
   n = len(prompts) * num_solutions
-  state, out = sampler.sample(params, _pad_batch(prompts, len(prompts), mesh), sol_key,
+  state, out = sampler.sample(params, pad_with_copies(prompts, len(prompts), mesh), sol_key,
                               num_samples=num_solutions, max_len=max_len, stop="eos",
                               temperature=TEMPERATURE, mesh=mesh)
   tokens = np.asarray(state.tokens[:n], np.int32)
@@ -274,7 +272,7 @@ def _label_shard(sampler: Sampler, params: Any, problems: Sequence[arithmetic.Pr
   jobs.sort(key=lambda j: len(j[2]))
   for c, lo in enumerate(range(0, len(jobs), prefixes_per_batch)):
     chunk = jobs[lo:lo + prefixes_per_batch]
-    _, ro = sampler.sample(params, _pad_batch([j[2] for j in chunk], prefixes_per_batch, mesh),
+    _, ro = sampler.sample(params, pad_with_copies([j[2] for j in chunk], prefixes_per_batch, mesh),
                            jax.random.fold_in(roll_key, c), num_samples=num_rollouts,
                            max_len=max_len, stop="eos", temperature=TEMPERATURE, mesh=mesh)
     ro_tok, ro_len = np.asarray(ro.tokens), np.asarray(ro.lengths)
@@ -303,64 +301,9 @@ def solution_step_ends(gen: np.ndarray, sampler: Sampler, tokenizer: CharTokeniz
                              tokenizer.bos_id)
 
 
-def _pad_batch(rows: list, size: int, mesh: Mesh | None) -> list:
-  """Pads `rows` with copies of its last row to the batch the sampler will run.
-
-  Real copies stop like real rows; the sampler's own 1-token dummies might not,
-  and would stretch the decode loop. A fixed size also fixes the compiled shape.
-  """
-  multiple = mesh.shape["data"] if mesh is not None else 1
-  b = max(multiple, 1 << (max(size, len(rows)) - 1).bit_length())
-  b = -(-b // multiple) * multiple
-  return list(rows) + [rows[-1]] * (b - len(rows))
-
-
 # ---------------------------------------------------------------------------
 # Files
 # ---------------------------------------------------------------------------
-
-
-def _shard_path(out_dir: str | os.PathLike, index: int) -> str:
-  return os.path.join(out_dir, f"shard-{index:05d}.npz")
-
-
-def _save_npz(path: str, arrays: dict[str, np.ndarray]) -> None:
-  """Writes `path` atomically: a temporary file, fsync, then `os.replace`."""
-  tmp = path + ".tmp"
-  with open(tmp, "wb") as f:
-    np.savez(f, **arrays)
-    f.flush()
-    os.fsync(f.fileno())
-  os.replace(tmp, path)
-
-
-def _read_manifest(out_dir: str | os.PathLike) -> dict[str, Any] | None:
-  path = os.path.join(out_dir, MANIFEST)
-  if not os.path.exists(path):
-    return None
-  with open(path) as f:
-    return json.load(f)
-
-
-def _open_manifest(out_dir: str | os.PathLike, manifest: dict[str, Any]) -> None:
-  """Writes the manifest of a new job, or checks that `out_dir` holds this same job."""
-  old = _read_manifest(out_dir)
-  if old is None:
-    if glob.glob(os.path.join(out_dir, "shard-*.npz")):
-      raise ValueError(f"{os.fspath(out_dir)!r} has shard files but no {MANIFEST}, so they "
-                       "cannot be checked against this job; use a new out_dir or delete it.")
-    if jax.process_index() == 0:
-      path = os.path.join(out_dir, MANIFEST)
-      with open(path + ".tmp", "w") as f:
-        json.dump(manifest, f, indent=2, sort_keys=True)
-      os.replace(path + ".tmp", path)
-    return
-  diff = {k: (old.get(k), v) for k, v in manifest.items() if old.get(k) != v}
-  if diff:
-    pretty = ", ".join(f"{k}: {a!r} on disk vs {b!r} now" for k, (a, b) in sorted(diff.items()))
-    raise ValueError(f"{os.path.join(os.fspath(out_dir), MANIFEST)} describes a different PRM "
-                     f"label job ({pretty}); use a new out_dir, or delete the old one to "
-                     "start over.")
 
 
 def _validate_shard(s: dict[str, np.ndarray], name: str, question_index: np.ndarray,
@@ -413,7 +356,7 @@ def _stats(out_dir: str | os.PathLike, num_shards: int) -> dict[str, Any]:
   n = steps = n_correct = 0
   label_sum, questions = 0.0, set()
   for i in range(num_shards):
-    with np.load(_shard_path(out_dir, i)) as f:
+    with np.load(shards.shard_path(out_dir, i)) as f:
       lab, ns = f["labels"], f["num_steps"]
       n += len(ns)
       steps += int(ns.sum())
