@@ -278,6 +278,22 @@ def test_auroc_hand_computed():
     pl.auroc([0.1, 0.2], [0.5, 1])
 
 
+def test_within_group_auroc_ignores_between_group_differences():
+  # Group 0 (an easy question) scores high, group 1 (a hard one) low; within each group
+  # the wrong step outscores the right ones. A plain AUROC is fooled, the grouped one is not.
+  scores = [0.9, 0.95, 0.92, 0.91, 0.1, 0.15, 0.12, 0.11]
+  labels = [1, 0, 1, 1, 1, 0, 0, 0]
+  groups = [0, 0, 0, 0, 1, 1, 1, 1]
+  assert pl.auroc(scores, labels) == pytest.approx(9 / 16)
+  assert pl.within_group_auroc(scores, labels, groups) == 0.0
+  # 1 of 1 pairs right in group 0, 1 of 2 in group 1 (0.1 > 0.05, 0.1 < 0.15): 2/3 pooled.
+  assert pl.within_group_auroc([0.9, 0.8, 0.1, 0.15, 0.05], [1, 0, 1, 0, 0],
+                               [0, 0, 1, 1, 1]) == pytest.approx(2 / 3)
+  assert np.isnan(pl.within_group_auroc([0.5, 0.6], [1, 0], [0, 1]))  # no group has both
+  with pytest.raises(ValueError, match="one label and one group per score"):
+    pl.within_group_auroc([0.5], [1], [0, 1])
+
+
 def test_step_label_auroc_constructed():
   p = PROBLEMS[0]
   rows = [_text_ids(p, p.steps), _text_ids(p, _wrong_steps(p))]  # step_correct: TTT and TFF

@@ -244,6 +244,8 @@ class Job:
       os.replace(path + ".tmp", path)
       metrics.append_jsonl(self.metrics_path, {"stage": "verifier_eval", **result})
     metrics.update_summary(self.workdir, prm_step_auroc=result["prm_step_auroc"],
+                           prm_first_step_within_question_auroc=result.get(
+                               "prm_first_step_within_question_auroc"),
                            mc_label_step_auroc=result["mc_label_step_auroc"],
                            mc_label_step_auroc_train=result["mc_label_step_auroc_train"],
                            bon=result["bon"])
@@ -347,7 +349,9 @@ def evaluate_verifiers(job: "Job", problems: list[arithmetic.Problem], cfg: Veri
                        rng: jax.Array) -> dict[str, Any]:
   """Samples `max_n` solutions per test question; PRM step AUROC and the best-of-N table.
 
-  `prm_step_auroc`: AUROC of PRM step scores for the exact per-step checker.
+  `prm_step_auroc`: AUROC of PRM step scores for the exact per-step checker;
+  `prm_first_step_within_question_auroc`: the same over first steps, comparing
+  only siblings of one question (what search relies on).
   `bon[method][N]`: accuracy of PRM-weighted best-of-N, naive PRM best-of-N,
   ORM-weighted best-of-N and majority voting, averaged over the `max_n / N`
   disjoint groups of N samples of every question (paper §5.1).
@@ -356,6 +360,7 @@ def evaluate_verifiers(job: "Job", problems: list[arithmetic.Problem], cfg: Veri
   prm_g, prm_s = job.prm
   orm_g, orm_s = job.orm
   answers, prm_final, orm_final, step_s, step_ok = [], [], [], [], []
+  first_s, first_ok, first_q = [], [], []  # first steps, grouped by question
   for start in tqdm.trange(0, len(problems), cfg.batch_prompts, desc="verifier eval",
                            leave=False):
     chunk = problems[start:start + cfg.batch_prompts]
@@ -383,6 +388,10 @@ def evaluate_verifiers(job: "Job", problems: list[arithmetic.Problem], cfg: Veri
       n = min(int(num_steps[r]), len(ok))
       step_s.extend(prm_steps[r, :n].tolist())
       step_ok.extend(ok[:n])
+      if n:
+        first_s.append(float(prm_steps[r, 0]))
+        first_ok.append(ok[0])
+        first_q.append(start + r // k)
   prm_final, orm_final = np.concatenate(prm_final), np.concatenate(orm_final)
   truth = np.repeat([p.answer for p in problems], k)
   levels = np.asarray([p.level for p in problems])
@@ -406,6 +415,8 @@ def evaluate_verifiers(job: "Job", problems: list[arithmetic.Problem], cfg: Veri
           str(int(lv)): round(float(acc[levels == lv].mean()), 4) for lv in np.unique(levels)}}
   correct = np.asarray([a == t for a, t in zip(answers, truth)])
   return {"prm_step_auroc": _rounded(prm_labels.auroc(step_s, step_ok)),
+          "prm_first_step_within_question_auroc": _rounded(prm_labels.within_group_auroc(
+              first_s, first_ok, first_q)),
           "orm_final_auroc": _rounded(prm_labels.auroc(orm_final, correct)),
           "prm_final_auroc": _rounded(prm_labels.auroc(prm_final, correct)),
           "pass@1": round(float(correct.mean()), 4), "bon": bon, "max_n": k}

@@ -197,6 +197,31 @@ def auroc(scores: Sequence[float] | np.ndarray, labels: Sequence[bool] | np.ndar
   return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
 
 
+def within_group_auroc(scores: Sequence[float] | np.ndarray, labels: Sequence[bool] | np.ndarray,
+                       groups: Sequence[int] | np.ndarray) -> float:
+  """AUROC over (positive, negative) pairs from the same group only, pooled over groups.
+
+  With groups = questions, this asks what search asks of a PRM (paper §5.2): among
+  sibling steps of one question, does the correct one score higher? A plain AUROC
+  also rewards telling easy questions from hard ones. NaN if no group has both classes.
+  """
+  s = np.asarray(scores, np.float64).ravel()
+  y = np.asarray(labels).ravel().astype(bool)
+  g = np.asarray(groups).ravel()
+  if not s.shape == y.shape == g.shape:
+    raise ValueError(f"within_group_auroc: {s.size} scores, {y.size} labels and {g.size} "
+                     f"groups; pass one label and one group per score.")
+  wins = pairs = 0.0
+  for key in np.unique(g):
+    m = g == key
+    n_pos, n_neg = int(y[m].sum()), int((~y[m]).sum())
+    if n_pos and n_neg:
+      a = auroc(s[m], y[m])
+      wins += a * n_pos * n_neg
+      pairs += n_pos * n_neg
+  return wins / pairs if pairs else float("nan")
+
+
 def step_label_auroc(data: dict[str, np.ndarray], problems: list[arithmetic.Problem],
                      tokenizer: CharTokenizer) -> float:
   """AUROC of the MC soft labels for the exact per-step checker, over all steps.
