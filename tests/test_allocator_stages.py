@@ -1,12 +1,12 @@
 """Allocator stages (ttc_jax/allocator/stages.py): pure parts with known answers, then a Job."""
 
-import importlib.util
 import json
 import os
 
 import numpy as np
 import pytest
 
+import config_files
 from ttc_jax.allocator import flops
 from ttc_jax.allocator import stages
 from ttc_jax.models import transformer
@@ -16,11 +16,7 @@ SEARCH = dict(strategies=("best_of_n", "beam/beam_width=2"), budgets=(1, 4))
 
 
 def _config(workdir):
-  spec = importlib.util.spec_from_file_location("test_config",
-                                                os.path.join(ROOT, "configs", "test.py"))
-  mod = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(mod)
-  c = mod.get_config()
+  c = config_files.load("test")
   c.workdir = str(workdir)
   c.search.update(**SEARCH)  # a small grid keeps the fixture to seconds
   return c
@@ -36,14 +32,14 @@ def _row(strategy, budget, questions, correct, gen=None, ver=None):
 
 # ---- config ----
 
-def test_default_configs_are_valid_and_large_enough():
-  test_cfg = stages.from_config(stages.default_config("test"))
+def test_config_files_are_valid_and_large_enough():
+  test_cfg = stages.from_config(config_files.load("test").allocator)
   base = transformer.TransformerConfig(vocab_size=22, d_model=32, num_layers=1, num_heads=2,
                                        num_kv_heads=1, head_dim=16, mlp_dim=64, max_len=48)
   large = test_cfg.large_model_config(base)
   assert large.max_len == 48 and large.d_model == 48
   assert large.num_params / base.num_params >= 4
-  demo = stages.from_config(stages.default_config("demo"))
+  demo = stages.from_config(config_files.load("demo").allocator)
   demo_base = transformer.TransformerConfig(vocab_size=22, d_model=96, num_layers=3,
                                             num_heads=4, num_kv_heads=2, head_dim=24,
                                             mlp_dim=256, max_len=80)
@@ -60,7 +56,7 @@ def test_default_configs_are_valid_and_large_enough():
     ("bogus", 1, r"Unknown key\(s\) \['bogus'\] in config.allocator"),
 ])
 def test_bad_config_is_a_clear_error(key, value, match):
-  section = stages.default_config("test")
+  section = config_files.load("test").allocator
   section.unlock()
   section[key] = value
   with pytest.raises(ValueError, match=match):
@@ -68,14 +64,14 @@ def test_bad_config_is_a_clear_error(key, value, match):
 
 
 def test_bad_large_train_names_its_section():
-  section = stages.default_config("test")
+  section = config_files.load("test").allocator
   section.large_train.warmup_steps = 50
   with pytest.raises(ValueError, match=r"TrainConfig.warmup_steps=50"):
     stages.from_config(section)
 
 
 def test_too_small_larger_model_is_refused():
-  cfg = stages.from_config(stages.default_config("test"))
+  cfg = stages.from_config(config_files.load("test").allocator)
   base = transformer.TransformerConfig(vocab_size=22, d_model=48, num_layers=2, num_heads=4,
                                        num_kv_heads=2, head_dim=12, mlp_dim=128, max_len=48)
   with pytest.raises(ValueError, match=r"1.00x the base's .*min_param_ratio=4.0x"):
@@ -197,7 +193,7 @@ def job(tmp_path_factory):
 
 @pytest.mark.slow
 def test_stages_write_their_outputs_and_rerun_skips(job):
-  cfg = stages.from_config(stages.default_config("test"))
+  cfg = stages.from_config(config_files.load("test").allocator)
   rows = stages.load_search_rows(job)
   assert {(r["cell"]["strategy"], r["cell"]["budget"]) for r in rows} == {
       ("best_of_n", 1), ("best_of_n", 4), ("beam/beam_width=2", 4)}
@@ -249,7 +245,7 @@ def test_stages_write_their_outputs_and_rerun_skips(job):
   assert stages.train_larger_model(job, cfg) == large
   assert stages.difficulty_bins(job, cfg) == diff
   assert open(job.metrics_path).read() == metrics
-  changed = stages.from_config(dict(stages.default_config("test"), difficulty_samples=4,
+  changed = stages.from_config(dict(config_files.load("test").allocator, difficulty_samples=4,
                                     predicted_samples=2))
   with pytest.raises(ValueError, match=r"holds 8 samples per question but "
                                        r"allocator.difficulty_samples=4"):
@@ -294,7 +290,7 @@ def test_notebook_runs_top_to_bottom(job, tmp_path, monkeypatch):
 def test_revision_rows_from_arrays_per_question():
   from ttc_jax.data import arithmetic
   from ttc_jax.revisions import stages as rev_stages
-  rev_cfg, _ = rev_stages.from_config(rev_stages.default_config("test"))
+  rev_cfg, _ = rev_stages.from_config(config_files.load("test").revisions)
   problems = [arithmetic.Problem.from_question("1+2", 1), arithmetic.Problem.from_question("5-3", 2)]
   lengths = rev_cfg.chain_lengths
   rows = [(p, c, t) for p in range(2) for c, n in enumerate(lengths) for t in range(n)]

@@ -1,7 +1,6 @@
 """Revisions (paper §6): chain format, pairing, budgets, bad input, resume, the three stages."""
 
 import dataclasses
-import importlib.util
 import json
 import os
 
@@ -11,6 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import config_files
 from ttc_jax import testing
 from ttc_jax.data import arithmetic
 from ttc_jax.data.tokenizer import CharTokenizer
@@ -101,7 +101,7 @@ def test_bad_ratio_is_a_clear_error():
   with pytest.raises(ValueError, match="context_len=128 is shorter"):
     stages.RevisionConfig(context_len=128, max_attempt_tokens=64)
   with pytest.raises(ValueError, match=r"Unknown key\(s\) \['bogus'\] in config.revisions"):
-    section = stages.default_config("test")
+    section = config_files.load("test").revisions
     section.bogus = 1
     stages.from_config(section)
 
@@ -286,11 +286,7 @@ def test_trajectory_window_error_before_compute(tmp_path):
 
 def _job(workdir):
   from ttc_jax import pipeline  # pylint: disable=g-import-not-at-top
-  spec = importlib.util.spec_from_file_location("test_config",
-                                                os.path.join(ROOT, "configs", "test.py"))
-  mod = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(mod)
-  c = mod.get_config()
+  c = config_files.load("test")
   c.workdir = str(workdir)
   # A base LM that solves some level-1 questions, so that revision data has chains.
   c.train.update(total_steps=200, checkpoint_every=100, log_every=100)
@@ -309,7 +305,7 @@ def _run_stages(job, cfg, train_cfg):
 
 
 def test_stages_end_to_end_and_resume(tmp_path):
-  cfg, train_cfg = stages.from_config(stages.default_config("test"))
+  cfg, train_cfg = stages.from_config(config_files.load("test").revisions)
   job = _job(tmp_path)
   result = _run_stages(job, cfg, train_cfg)
   summary = json.load(open(tmp_path / "summary.json"))

@@ -152,28 +152,6 @@ def from_config(section: ml_collections.ConfigDict | Mapping[str, Any]) -> Alloc
   return AllocatorConfig(**values)
 
 
-def default_config(scale: str = "demo") -> ml_collections.ConfigDict:
-  """The `config.allocator` section for `configs/demo.py` ('demo') or `configs/test.py` ('test')."""
-  if scale == "demo":  # 1.63M parameters, 5.28x the demo's 309k base LM
-    return ml_collections.ConfigDict(dict(
-        large_d_model=192, large_num_layers=4, large_num_heads=8, large_num_kv_heads=4,
-        large_head_dim=24, large_mlp_dim=512,
-        large_train=dict(total_steps=1000, batch_size=64, learning_rate=2e-3, warmup_steps=100,
-                         checkpoint_every=200, keep_checkpoints=2, log_every=50),
-        min_param_ratio=4.0, large_samples=4, difficulty_samples=64, predicted_samples=16,
-        num_bins=5, batch_prompts=16, temperature=1.0, baseline="best_of_n", cv_seed=0,
-        interpolate=False, r_values=flops.PAPER_R_VALUES))
-  if scale == "test":  # 53k parameters, 4.95x the test config's 10.7k base LM
-    return ml_collections.ConfigDict(dict(
-        large_d_model=48, large_num_layers=2, large_num_heads=4, large_num_kv_heads=2,
-        large_head_dim=12, large_mlp_dim=128,
-        large_train=dict(total_steps=10, batch_size=16, learning_rate=3e-3, warmup_steps=2,
-                         checkpoint_every=10, keep_checkpoints=2, log_every=10),
-        min_param_ratio=4.0, large_samples=2, difficulty_samples=8, predicted_samples=4,
-        num_bins=2, batch_prompts=8, temperature=1.0, baseline="best_of_n", cv_seed=0,
-        interpolate=False, r_values=flops.PAPER_R_VALUES))
-  raise ValueError(f"scale={scale!r}; choose 'demo' or 'test'.")
-
 
 # ---------------------------------------------------------------------------
 # Stages that spend compute (skipped when their output exists)

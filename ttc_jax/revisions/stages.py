@@ -134,27 +134,6 @@ def from_config(section: ml_collections.ConfigDict | dict
   return RevisionConfig(**values), train_cfg
 
 
-def default_config(scale: str = "demo") -> ml_collections.ConfigDict:
-  """The `config.revisions` section for `configs/demo.py` ('demo') or `configs/test.py` ('test')."""
-  if scale == "demo":
-    return ml_collections.ConfigDict(dict(
-        num_questions=600, samples_per_question=16, max_previous=4, max_chains_per_question=4,
-        data_shard_size=50, context_len=320, max_attempt_tokens=56, budgets=(16, 64),
-        seq_lengths=(1, 4, 16, 64), test_per_level=10, sweep_shard_size=50, batch_rows=512,
-        temperature=1.0,
-        train=dict(total_steps=400, batch_size=32, learning_rate=1e-3, warmup_steps=40,
-                   checkpoint_every=50, keep_checkpoints=2, log_every=25)))
-  if scale == "test":
-    return ml_collections.ConfigDict(dict(
-        num_questions=8, samples_per_question=8, max_previous=4, max_chains_per_question=4,
-        data_shard_size=4, context_len=256, max_attempt_tokens=36, budgets=(4, 8),
-        seq_lengths=(1, 2, 4, 8), test_per_level=2, sweep_shard_size=2, batch_rows=64,
-        temperature=1.0,
-        train=dict(total_steps=6, batch_size=8, learning_rate=5e-4, warmup_steps=1,
-                   checkpoint_every=3, keep_checkpoints=2, log_every=3)))
-  raise ValueError(f"Unknown scale {scale!r}; choose 'demo' or 'test'.")
-
-
 # ---------------------------------------------------------------------------
 # Stages
 # ---------------------------------------------------------------------------
