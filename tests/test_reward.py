@@ -242,3 +242,15 @@ def test_find_step_ends_uses_the_label_rule_for_blank_lines():
   tokens = np.array([[B, 7, S, 4, S, S, 5, S, E, P]])
   np.testing.assert_array_equal(reward.find_step_ends(tokens, S, E, start=3), [[5, 8]])
   assert reward.step_ends_1d(tokens[0, 3:], S, E) == [2, 5]
+
+
+@pytest.mark.parametrize("how", reward.AGGREGATIONS)
+def test_aggregate_in_jit_matches_the_host(how):
+  scores = np.array([[0.9, 0.2, np.nan], [0.5, np.nan, np.nan], [np.nan] * 3, [0.3, 0.8, 0.6]],
+                    np.float32)
+  num_steps = np.array([2, 1, 0, 3])
+  host = reward.aggregate(scores, num_steps, how)
+  dev = jax.jit(lambda s, n: reward.aggregate(s, n, how, xp=jnp))(scores, num_steps)
+  np.testing.assert_allclose(np.asarray(dev), host, rtol=1e-6)
+  assert host[2] == 0.0
+  assert host[0] == pytest.approx({"last": 0.2, "min": 0.2, "prod": 0.18}[how], rel=1e-6)

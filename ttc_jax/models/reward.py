@@ -182,27 +182,28 @@ def step_scores(graphdef: nnx.GraphDef, state: PyTree, tokens: jax.Array,
   return jnp.where(step_ends >= 0, jax.nn.sigmoid(_at(logits, step_ends)), 0.0)
 
 
-def aggregate(scores: np.ndarray, num_steps: np.ndarray, how: str = "last") -> np.ndarray:
+def aggregate(scores: np.ndarray, num_steps: np.ndarray, how: str = "last", xp=np) -> np.ndarray:
   """One score `[B]` per solution from its first `num_steps` step scores (paper §5.1 uses 'last').
 
   'min' and 'prod' are the alternatives the paper compares against. Rows with no
-  scored step get 0; NaN (unscored) entries count as 0. Runs on the host in numpy,
-  so candidate counts that vary between calls compile nothing.
+  scored step get 0; NaN (unscored) entries count as 0. With `xp=np` (default) it
+  runs on the host, so candidate counts that vary between calls compile nothing;
+  with `xp=jnp` the same rule runs inside jit (tree search scores its beams there).
   """
   if how not in AGGREGATIONS:
     raise ValueError(f"Unknown step aggregation how={how!r}; choose one of {AGGREGATIONS}.")
-  num_steps = np.asarray(num_steps, np.int64)
-  scores = np.nan_to_num(np.asarray(scores, np.float32).reshape(len(num_steps), -1))
+  num_steps = xp.asarray(num_steps).astype(xp.int32)
+  scores = xp.nan_to_num(xp.asarray(scores, xp.float32).reshape(num_steps.shape[0], -1))
   if not scores.shape[1]:
-    return np.zeros((len(num_steps),), np.float32)
-  valid = np.arange(scores.shape[1])[None, :] < num_steps[:, None]
+    return xp.zeros((num_steps.shape[0],), xp.float32)
+  valid = xp.arange(scores.shape[1])[None, :] < num_steps[:, None]
   if how == "last":
-    out = np.take_along_axis(scores, np.maximum(num_steps - 1, 0)[:, None], axis=1)[:, 0]
+    out = xp.take_along_axis(scores, xp.maximum(num_steps - 1, 0)[:, None], axis=1)[:, 0]
   elif how == "min":
-    out = np.where(valid, scores, 1.0).min(axis=1, initial=1.0)
+    out = xp.where(valid, scores, 1.0).min(axis=1, initial=1.0)
   else:
-    out = np.where(valid, scores, 1.0).prod(axis=1)
-  return np.where(num_steps > 0, out, 0.0).astype(np.float32)
+    out = xp.where(valid, scores, 1.0).prod(axis=1)
+  return xp.where(num_steps > 0, out, 0.0).astype(xp.float32)
 
 
 def step_ends_1d(gen: np.ndarray, step_id: int, eos_id: int, pad_id: int = 0,

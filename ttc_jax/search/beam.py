@@ -155,19 +155,6 @@ def gather_rows(tree: Any, src: jax.Array, n: int) -> Any:
   return jax.tree.map(lambda x: take(_rows(x, n), src).reshape(x.shape), tree)
 
 
-def _scores(book: Book, how: str) -> jax.Array:
-  """On-device twin of `reward.aggregate` over `book.hist`."""
-  h = jnp.nan_to_num(book.hist)
-  valid = jnp.arange(h.shape[1])[None] < book.num_steps[:, None]
-  if how == "last":
-    out = jnp.take_along_axis(h, jnp.maximum(book.num_steps - 1, 0)[:, None], axis=1)[:, 0]
-  elif how == "min":
-    out = jnp.where(valid, h, 1.0).min(axis=1)
-  else:
-    out = jnp.where(valid, h, 1.0).prod(axis=1)
-  return jnp.where(book.num_steps > 0, out, 0.0)
-
-
 @functools.partial(jax.jit, static_argnames=("tree", "aggregation", "select"))
 def _update(book: Book, counts: Counts, state, score_state, logit: jax.Array,
             lengths: jax.Array, ended: jax.Array, extra_gens: jax.Array,
@@ -188,7 +175,7 @@ def _update(book: Book, counts: Counts, state, score_state, logit: jax.Array,
                       finished=book.finished | (book.expand & ended))
   if not select:
     return book, counts, state, score_state
-  scores = _scores(book, aggregation)
+  scores = reward.aggregate(book.hist, book.num_steps, aggregation, xp=jnp)
   src, alive, finished, expand = jax.vmap(_pool_fn(tree))(
       _rows(book.alive, n), _rows(book.finished, n), _rows(scores, n))
   hist, num_steps, state, score_state = gather_rows(
