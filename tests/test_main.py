@@ -1,6 +1,5 @@
 """The main job end to end (configs/test.py) and its bad-input errors."""
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -8,6 +7,7 @@ import sys
 
 import pytest
 
+import config_files
 from ttc_jax import pipeline
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -15,10 +15,7 @@ TEST_CONFIG = os.path.join(ROOT, "configs", "test.py")
 
 
 def _config(workdir, **overrides):
-  spec = importlib.util.spec_from_file_location("test_config", TEST_CONFIG)
-  mod = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(mod)
-  c = mod.get_config()
+  c = config_files.load("test")
   c.workdir = str(workdir)
   for k, v in overrides.items():
     section, key = k.split(".")
