@@ -2,6 +2,7 @@
 
 import json
 import os
+import types
 
 import numpy as np
 import pytest
@@ -9,6 +10,7 @@ import pytest
 import config_files
 from ttc_jax.allocator import flops
 from ttc_jax.allocator import stages
+from ttc_jax.data import arithmetic
 from ttc_jax.models import transformer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -310,3 +312,30 @@ def test_revision_rows_from_arrays_per_question():
     assert r["verifier_tokens"] == [want] * 2
   tables, _ = stages.strategy_table(out, ["5-3", "1+2"])
   assert tables["correct"]["revisions/seq_length=1,selection=majority"][4].tolist() == [0, 1]
+
+
+def test_difficulty_reuses_the_verifier_samples_only_when_they_suffice(tmp_path):
+  """`verifier_samples.npz` rows are matched by question text; too few samples, a missing
+  question or another temperature mean new samples (None)."""
+  from ttc_jax import pipeline
+  job = types.SimpleNamespace(workdir=str(tmp_path))
+  cfg = stages.from_config(dict(config_files.load("test").allocator, difficulty_samples=2,
+                                predicted_samples=1))
+  problems = [arithmetic.Problem.from_question(q, 1) for q in ("1+2", "3-1")]
+  assert stages._verifier_samples(job, problems, cfg) is None  # no file yet
+  np.savez(tmp_path / pipeline.VERIFIER_SAMPLES, question=np.asarray(["3-1", "9+9", "1+2"]),
+           correct=np.asarray([[1, 0, 1], [0, 0, 0], [1, 1, 0]], bool),
+           prm_final=np.asarray([[.5, .1, .7], [0, 0, 0], [.9, .8, .2]], np.float32),
+           generated_tokens=np.asarray([[5, 6, 7], [1, 1, 1], [8, 9, 10]], np.int32))
+  correct, final, gen = stages._verifier_samples(job, problems, cfg)
+  np.testing.assert_array_equal(correct, [[1, 1], [1, 0]])
+  np.testing.assert_allclose(final, [[.9, .8], [.5, .1]])
+  np.testing.assert_array_equal(gen, [[8, 9], [5, 6]])
+  more = stages.from_config(dict(config_files.load("test").allocator, difficulty_samples=4,
+                                 predicted_samples=1))
+  assert stages._verifier_samples(job, problems, more) is None
+  colder = stages.from_config(dict(config_files.load("test").allocator, difficulty_samples=2,
+                                   predicted_samples=1, temperature=0.5))
+  assert stages._verifier_samples(job, problems, colder) is None
+  other = [arithmetic.Problem.from_question("2+2", 1)]
+  assert stages._verifier_samples(job, other, cfg) is None

@@ -46,6 +46,9 @@ TOP_LEVEL_KEYS = ("workdir", "seed", "task", "model", "train", "eval", "mesh", "
                   "verifier_eval", "search", "revisions", "allocator")
 
 
+VERIFIER_SAMPLES = "verifier_samples.npz"  # [Q, max_n] per-sample arrays of the verifier eval
+
+
 @dataclasses.dataclass(frozen=True)
 class EvalConfig:
   num_samples: int = 16
@@ -235,7 +238,10 @@ class Job:
       cfg = self.verifier_cfg
       problems = [arithmetic.Problem.from_question(str(q), int(l)) for q, l in
                   zip(self.test_split["question"], self.test_split["level"])]
-      result = evaluate_verifiers(self, problems, cfg, jax.random.key(self.config.seed + 2))
+      result, samples = evaluate_verifiers(self, problems, cfg,
+                                           jax.random.key(self.config.seed + 2))
+      # Kept for the allocator's difficulty bins, which need these very samples (§3.2).
+      np.savez(os.path.join(self.workdir, VERIFIER_SAMPLES), **samples)
       result["mc_label_step_auroc"] = self.heldout_label_auroc(problems)
       result["mc_label_step_auroc_train"] = _rounded(prm_labels.step_label_auroc(
           self.prm_data, self.label_problems, self.tokenizer))
@@ -355,21 +361,25 @@ def evaluate_verifiers(job: "Job", problems: list[arithmetic.Problem], cfg: Veri
   `bon[method][N]`: accuracy of PRM-weighted best-of-N, naive PRM best-of-N,
   ORM-weighted best-of-N and majority voting, averaged over the `max_n / N`
   disjoint groups of N samples of every question (paper §5.1).
+
+  Returns `(result, samples)`: `samples` holds the `[Q, max_n]` arrays `correct`,
+  `prm_final` and `generated_tokens` and the `[Q]` `question` texts.
   """
   tok, k = job.tokenizer, cfg.max_n
   prm_g, prm_s = job.prm
   orm_g, orm_s = job.orm
-  answers, prm_final, orm_final, step_s, step_ok = [], [], [], [], []
+  answers, prm_final, orm_final, step_s, step_ok, generated = [], [], [], [], [], []
   first_s, first_ok, first_q = [], [], []  # first steps, grouped by question
   for start in tqdm.trange(0, len(problems), cfg.batch_prompts, desc="verifier eval",
                            leave=False):
     chunk = problems[start:start + cfg.batch_prompts]
     prompts = [tok.encode(p.prompt, bos=True) for p in chunk]
     rng, key = jax.random.split(rng)
-    st, _ = job.sampler.sample(job.params, prompts, key, num_samples=k,
-                               max_len=job.model_cfg.max_len, stop="eos", temperature=1.0,
-                               mesh=job.mesh)
+    st, out = job.sampler.sample(job.params, prompts, key, num_samples=k,
+                                 max_len=job.model_cfg.max_len, stop="eos", temperature=1.0,
+                                 mesh=job.mesh)
     tokens = np.asarray(st.tokens)
+    generated.append(np.asarray(out.lengths))
     # A fixed width (a step has >= 2 tokens) keeps the scorers' compiled shape constant.
     ends = reward.find_step_ends(tokens, tok.step_id, tok.eos_id,
                                  np.repeat([len(p) for p in prompts], k),
@@ -414,12 +424,16 @@ def evaluate_verifiers(job: "Job", problems: list[arithmetic.Problem], cfg: Veri
       bon[name][str(n)] = {"all": round(float(acc.mean()), 4), **{
           str(int(lv)): round(float(acc[levels == lv].mean()), 4) for lv in np.unique(levels)}}
   correct = np.asarray([a == t for a, t in zip(answers, truth)])
+  samples = {"question": np.asarray([p.question for p in problems], dtype=str),
+             "correct": correct.reshape(-1, k),
+             "prm_final": prm_final.reshape(-1, k).astype(np.float32),
+             "generated_tokens": np.concatenate(generated).reshape(-1, k).astype(np.int32)}
   return {"prm_step_auroc": _rounded(prm_labels.auroc(step_s, step_ok)),
           "prm_first_step_within_question_auroc": _rounded(prm_labels.within_group_auroc(
               first_s, first_ok, first_q)),
           "orm_final_auroc": _rounded(prm_labels.auroc(orm_final, correct)),
           "prm_final_auroc": _rounded(prm_labels.auroc(prm_final, correct)),
-          "pass@1": round(float(correct.mean()), 4), "bon": bon, "max_n": k}
+          "pass@1": round(float(correct.mean()), 4), "bon": bon, "max_n": k}, samples
 
 
 def _rounded(x: float) -> float | None:

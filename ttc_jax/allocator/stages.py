@@ -64,7 +64,8 @@ class AllocatorConfig:
     large_train: its TrainConfig (same training data as the base LM).
     min_param_ratio: the stage refuses a larger model with fewer times the base's parameters.
     large_samples: temperature-1 samples per question for the larger model's pass@1.
-    difficulty_samples: base-LM samples per question for oracle difficulty [2048].
+    difficulty_samples: base-LM samples per question for oracle difficulty [2048]; the
+      verifier evaluation's samples are reused when it drew at least this many.
     predicted_samples: the first this-many of them, PRM-scored, give predicted difficulty;
       they are counted in the predicted policy's budget (paper §5: predicted bins need no
       ground truth but cost samples).
@@ -233,7 +234,8 @@ def _greedy_and_pass1(job, sampler: Sampler, params, problems: Sequence[arithmet
 def difficulty_bins(job, cfg: AllocatorConfig) -> dict[str, Any]:
   """Stage "difficulty" (paper §3.2, §5): oracle and predicted bins of the search questions.
 
-  Per question `difficulty_samples` base-LM samples (stop at EOS) are checked against the
+  Per question `difficulty_samples` base-LM samples (stop at EOS; the verifier evaluation's,
+  `<workdir>/verifier_samples.npz`, when they suffice) are checked against the
   answer (oracle: quantiles of pass@1) and scored by the PRM (predicted: quantiles of the
   mean final score of the first `predicted_samples`, no ground truth). Writes
   `<workdir>/difficulty.npz` (`correct`, `final_scores`, `generated_tokens`, `[Q, S]`) and
@@ -251,21 +253,48 @@ def difficulty_bins(job, cfg: AllocatorConfig) -> dict[str, Any]:
     job.log("difficulty", "already complete; skipped")
     return result
   t0 = time.time()
-  correct, final, gen = _score_samples(job, problems, cfg)
+  reused = _verifier_samples(job, problems, cfg)
+  correct, final, gen = reused if reused else _score_samples(job, problems, cfg)
   np.savez(os.path.join(job.workdir, "difficulty.npz"), correct=correct, final_scores=final,
            generated_tokens=gen)
   result = bins_summary([p.question for p in problems], [p.level for p in problems], correct,
                         final, cfg.predicted_samples, cfg.num_bins)
   result.update(difficulty_samples=cfg.difficulty_samples,
+                samples_from="verifier_eval" if reused else "sampled",
                 mean_generated_tokens=round(float(gen.mean()), 2),
                 wall_s=round(time.time() - t0, 1))
   _write_json(path, result)
   metrics.append_jsonl(job.metrics_path, {"stage": "difficulty", **_headline(result)})
   a = result["agreement"]
-  job.log("difficulty", f"{len(problems)} questions x {cfg.difficulty_samples} samples; "
+  job.log("difficulty", f"{len(problems)} questions x {cfg.difficulty_samples} samples "
+          f"({result['samples_from']}); "
           f"predicted vs oracle bins: exact {a['exact']:.3f}, within one {a['within_one']:.3f}, "
           f"spearman {a['spearman']}")
   return result
+
+
+def _verifier_samples(job, problems: Sequence[arithmetic.Problem], cfg: AllocatorConfig
+                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+  """The verifier evaluation's samples of these questions, when they serve as difficulty samples.
+
+  They are base-LM samples at temperature 1 scored by the same PRM and aggregation, so
+  drawing new ones would only spend compute. Used when the file covers every question
+  with at least `difficulty_samples` samples and `cfg.temperature` is 1.
+  """
+  from ttc_jax import pipeline  # pylint: disable=g-import-not-at-top  (pipeline imports us)
+  path = os.path.join(job.workdir, pipeline.VERIFIER_SAMPLES)
+  if cfg.temperature != 1.0 or not os.path.exists(path):
+    return None
+  with np.load(path) as f:
+    arrays = {k: f[k] for k in f.files}
+  row = {str(q): i for i, q in reversed(list(enumerate(arrays["question"])))}
+  if arrays["correct"].shape[1] < cfg.difficulty_samples or any(
+      p.question not in row for p in problems):
+    return None
+  idx = np.asarray([row[p.question] for p in problems])
+  k = cfg.difficulty_samples
+  return (arrays["correct"][idx, :k].astype(bool), arrays["prm_final"][idx, :k],
+          arrays["generated_tokens"][idx, :k])
 
 
 def _score_samples(job, problems: Sequence[arithmetic.Problem], cfg: AllocatorConfig
