@@ -1,18 +1,16 @@
 """The demo job shrunk to seconds, for tests: `ttc-jax --config=configs/test.py`."""
 
-import importlib.util
 import os
+import runpy
 
 import ml_collections
 
-_spec = importlib.util.spec_from_file_location(
-    "ttc_demo_config", os.path.join(os.path.dirname(__file__), "demo.py"))
-demo = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(demo)
+# Loaded by path: config files are not a package (absl's config_flags loads them by path too).
+demo_config = runpy.run_path(os.path.join(os.path.dirname(__file__), "demo.py"))["get_config"]
 
 
 def get_config() -> ml_collections.ConfigDict:
-  c = demo.get_config()
+  c = demo_config()
   c.workdir = "workdir/test"
   c.task.levels = ((2, 1, "+-"), (3, 2, "+-"))
   c.task.num_per_level = ml_collections.ConfigDict(dict(train=200, validation=8, test=8))

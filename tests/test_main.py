@@ -161,3 +161,18 @@ def test_bad_search_config_fails_before_any_compute(tmp_path, key, value, match)
   with pytest.raises(ValueError, match=match):
     pipeline.Job(_config(tmp_path, **{key: value}))
   assert not os.path.exists(tmp_path / "checkpoints")
+
+
+@pytest.mark.parametrize("name", ["demo", "paper"])
+def test_shipped_configs_validate(tmp_path, name):
+  """Every section of configs/demo.py and configs/paper.py passes the job's checks."""
+  config = config_files.load(name)
+  config.workdir = str(tmp_path / name)
+  job = pipeline.Job(config)
+  large = job.allocator_cfg.large_model_config(job.model_cfg)
+  ratio = large.num_params / job.model_cfg.num_params
+  assert ratio >= job.allocator_cfg.min_param_ratio
+  if name == "paper":  # paper §7: a ~14x larger model; §5-6 budgets up to 256
+    assert 12 <= ratio <= 16
+    assert max(job.search_cfg.budgets) == 256 and job.prm_label_cfg.num_rollouts == 16
+    assert job.allocator_cfg.difficulty_samples == 2048
