@@ -21,7 +21,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.task.seed = 0
 
   c.model = ml_collections.ConfigDict(dict(
-      d_model=96, num_layers=3, num_heads=4, num_kv_heads=2, head_dim=24, mlp_dim=256,
+      d_model=64, num_layers=2, num_heads=4, num_kv_heads=2, head_dim=16, mlp_dim=192,
       max_len=80))
 
   c.train = ml_collections.ConfigDict(dict(
@@ -55,20 +55,21 @@ def get_config() -> ml_collections.ConfigDict:
                   "lookahead/lookahead=1", "dvts/beam_width=4"),
       rows_per_batch=1024, temperature=1.0, max_step_tokens=16, max_rounds=40))
 
-  # Revisions (paper §6): training chains from base-LM samples, revision SFT, sweep.
+  # Revisions (paper §6): training chains from 64 base-LM samples per question, revision
+  # SFT, sweep on the search questions (40 per level) so the allocator can pick revisions.
   c.revisions = ml_collections.ConfigDict(dict(
-      num_questions=600, samples_per_question=16, max_previous=4, max_chains_per_question=4,
-      data_shard_size=50, context_len=320, max_attempt_tokens=56, budgets=(16, 64),
-      seq_lengths=(1, 4, 16, 64), test_per_level=10, sweep_shard_size=50, batch_rows=512,
+      num_questions=800, samples_per_question=64, max_previous=4, max_chains_per_question=16,
+      data_shard_size=100, context_len=320, max_attempt_tokens=56, budgets=(4, 16, 64),
+      seq_lengths=(1, 4, 16, 64), test_per_level=40, sweep_shard_size=50, batch_rows=512,
       temperature=1.0,
-      train=dict(total_steps=400, batch_size=32, learning_rate=1e-3, warmup_steps=40,
-                 checkpoint_every=50, keep_checkpoints=2, log_every=25)))
+      train=dict(total_steps=600, batch_size=32, learning_rate=1e-3, warmup_steps=40,
+                 checkpoint_every=200, keep_checkpoints=2, log_every=25)))
 
-  # Allocator (paper §3.2, §7): a larger model (1.63M parameters, 5.3x the base LM),
+  # Allocator (paper §3.2, §7): a larger model (596K parameters, 5.9x the base LM),
   # difficulty bins, compute-optimal strategy per bin, FLOPs exchange.
   c.allocator = ml_collections.ConfigDict(dict(
-      large_d_model=192, large_num_layers=4, large_num_heads=8, large_num_kv_heads=4,
-      large_head_dim=24, large_mlp_dim=512,
+      large_d_model=128, large_num_layers=3, large_num_heads=4, large_num_kv_heads=2,
+      large_head_dim=32, large_mlp_dim=384,
       large_train=dict(total_steps=1000, batch_size=64, learning_rate=2e-3, warmup_steps=100,
                        checkpoint_every=200, keep_checkpoints=2, log_every=50),
       min_param_ratio=4.0, large_samples=4, difficulty_samples=64, predicted_samples=16,

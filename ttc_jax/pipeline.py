@@ -164,18 +164,14 @@ class Job:
   def eval_base_lm(self) -> dict[str, Any]:
     path = os.path.join(self.workdir, "eval_base_lm.json")
     if os.path.exists(path):
-      with open(path) as f:
-        result = json.load(f)
+      result = metrics.read_json(path)
       self.log("eval", "base LM evaluation already complete; skipped")
     else:
       result = evaluate(self.sampler, self.params, self.test_split, self.tokenizer,
                         self.eval_cfg, self.model_cfg.max_len, self.mesh,
                         jax.random.key(self.config.seed + 1))
       result["num_params"] = self.model_cfg.num_params
-      tmp = path + ".tmp"
-      with open(tmp, "w") as f:
-        json.dump(result, f, indent=2)
-      os.replace(tmp, path)
+      metrics.write_json(path, result)
       metrics.append_jsonl(self.metrics_path, {"stage": "eval_base_lm", **result})
     metrics.update_summary(self.workdir, base_lm=result)
     print(format_table(result), flush=True)
@@ -231,8 +227,7 @@ class Job:
   def verifier_eval(self) -> dict[str, Any]:
     path = os.path.join(self.workdir, "verifier_eval.json")
     if os.path.exists(path):
-      with open(path) as f:
-        result = json.load(f)
+      result = metrics.read_json(path)
       self.log("verifier eval", "already complete; skipped")
     else:
       cfg = self.verifier_cfg
@@ -245,9 +240,7 @@ class Job:
       result["mc_label_step_auroc"] = self.heldout_label_auroc(problems)
       result["mc_label_step_auroc_train"] = _rounded(prm_labels.step_label_auroc(
           self.prm_data, self.label_problems, self.tokenizer))
-      with open(path + ".tmp", "w") as f:
-        json.dump(result, f, indent=2)
-      os.replace(path + ".tmp", path)
+      metrics.write_json(path, result)
       metrics.append_jsonl(self.metrics_path, {"stage": "verifier_eval", **result})
     metrics.update_summary(self.workdir, prm_step_auroc=result["prm_step_auroc"],
                            prm_first_step_within_question_auroc=result.get(

@@ -24,7 +24,6 @@ does (lookahead's rollouts included), so cells compare at equal budget directly.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 import time
@@ -171,7 +170,7 @@ def train_larger_model(job, cfg: AllocatorConfig) -> dict[str, Any]:
   path = os.path.join(job.workdir, "larger_model.json")
   problems = _problems(job)
   if os.path.exists(path):
-    result = _read_json(path)
+    result = metrics.read_json(path)
     _check_questions(result, problems, path)
     job.log("larger model", "already complete; skipped")
     return result
@@ -199,7 +198,7 @@ def train_larger_model(job, cfg: AllocatorConfig) -> dict[str, Any]:
       "greedy_accuracy": round(float(greedy.mean()), 4),
       "pass@1_accuracy": round(float(pass1.mean()), 4),
       "train_s": round(train_s, 1), "wall_s": round(time.time() - t0, 1)}
-  _write_json(path, result)
+  metrics.write_json(path, result)
   metrics.append_jsonl(job.metrics_path, {"stage": "larger_model", **_headline(result)})
   job.log("larger model", f"{result['num_params']:,} params ({result['param_ratio']:.2f}x); "
           f"greedy {result['greedy_accuracy']:.3f}, pass@1 {result['pass@1_accuracy']:.3f}")
@@ -244,7 +243,7 @@ def difficulty_bins(job, cfg: AllocatorConfig) -> dict[str, Any]:
   path = os.path.join(job.workdir, "difficulty.json")
   problems = _problems(job)
   if os.path.exists(path):
-    result = _read_json(path)
+    result = metrics.read_json(path)
     _check_questions(result, problems, path)
     if result["difficulty_samples"] != cfg.difficulty_samples:
       raise ValueError(f"{path} holds {result['difficulty_samples']} samples per question but "
@@ -263,7 +262,7 @@ def difficulty_bins(job, cfg: AllocatorConfig) -> dict[str, Any]:
                 samples_from="verifier_eval" if reused else "sampled",
                 mean_generated_tokens=round(float(gen.mean()), 2),
                 wall_s=round(time.time() - t0, 1))
-  _write_json(path, result)
+  metrics.write_json(path, result)
   metrics.append_jsonl(job.metrics_path, {"stage": "difficulty", **_headline(result)})
   a = result["agreement"]
   job.log("difficulty", f"{len(problems)} questions x {cfg.difficulty_samples} samples "
@@ -400,7 +399,7 @@ def load_revision_rows(job, rev_cfg) -> list[dict[str, Any]] | None:
   out = os.path.join(job.workdir, "revisions")
   if not os.path.exists(os.path.join(job.workdir, "revisions.json")):
     return None
-  manifest = _read_json(os.path.join(out, shards.MANIFEST))
+  manifest = metrics.read_json(os.path.join(out, shards.MANIFEST))
   parts = []
   for i in range(manifest["num_shards"]):
     with np.load(shards.shard_path(out, i)) as f:
@@ -518,7 +517,7 @@ def allocate(job, cfg: AllocatorConfig, search_rows: Rows,
       cfg.baseline, diff["predicted_samples"], cfg.cv_seed, cfg.interpolate)
   result.update(num_questions=len(questions), skipped_rows=skipped,
                 difficulty_samples=diff["difficulty_samples"])
-  _write_json(os.path.join(job.workdir, "compute_optimal.json"), result)
+  metrics.write_json(os.path.join(job.workdir, "compute_optimal.json"), result)
   metrics.update_summary(job.workdir, compute_optimal=result)
   for name in ("oracle", "predicted"):
     m = result[name]
@@ -598,7 +597,7 @@ def flops_exchange(job, cfg: AllocatorConfig, search_rows: Rows,
       n_verifier=job.model_cfg.num_params, d_pretrain=large["base_pretrain_tokens"],
       r_values=cfg.r_values, baseline=cfg.baseline, seed=cfg.cv_seed)
   result["skipped_rows"] = skipped
-  _write_json(os.path.join(job.workdir, "flops.json"), result)
+  metrics.write_json(os.path.join(job.workdir, "flops.json"), result)
   metrics.update_summary(job.workdir, flops=result)
   for row in result["table"]:
     job.log("flops", f"{row['variant']:>15} R={row['r']:<5g} k={row['multiplier']:.2f} -> "
@@ -761,7 +760,7 @@ def figures_and_report(job, cfg: AllocatorConfig, search_rows: Rows,
 
   revisions_path = os.path.join(job.workdir, "revisions.json")
   if os.path.exists(revisions_path):
-    sections.append(_revisions_section(_read_json(revisions_path), fig("revision_ratios")))
+    sections.append(_revisions_section(metrics.read_json(revisions_path), fig("revision_ratios")))
   return figures.write_report(job.workdir, sections, "ttc_jax: scaling test-time compute")
 
 
@@ -803,20 +802,7 @@ def _stage_output(job, name: str, stage: str) -> dict[str, Any]:
   path = os.path.join(job.workdir, name)
   if not os.path.exists(path):
     raise ValueError(f"{path} does not exist; run the allocator stage {stage}(job, cfg) first.")
-  return _read_json(path)
-
-
-def _read_json(path: str) -> dict[str, Any]:
-  with open(path) as f:
-    return json.load(f)
-
-
-def _write_json(path: str, value: Any) -> None:
-  if jax.process_index() != 0:
-    return
-  with open(path + ".tmp", "w") as f:
-    json.dump(value, f, indent=2)
-  os.replace(path + ".tmp", path)
+  return metrics.read_json(path)
 
 
 def _headline(result: Mapping[str, Any]) -> dict[str, Any]:

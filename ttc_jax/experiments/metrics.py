@@ -49,17 +49,29 @@ def read_jsonl(path: str | os.PathLike) -> list[dict[str, Any]]:
   return rows
 
 
+def read_json(path: str | os.PathLike) -> Any:
+  with open(path) as f:
+    return json.load(f)
+
+
+def write_json(path: str | os.PathLike, value: Any, *, sort_keys: bool = False) -> None:
+  """Writes `value` to `path` atomically (tmp file + rename; process 0 only).
+
+  A stage's output file therefore either exists whole or not at all, which is what
+  "skipped when complete" checks.
+  """
+  if jax.process_index() != 0:
+    return
+  tmp = f"{os.fspath(path)}.tmp"
+  with open(tmp, "w") as f:
+    json.dump(value, f, indent=2, sort_keys=sort_keys)
+  os.replace(tmp, path)
+
+
 def update_summary(workdir: str | os.PathLike, **entries: Any) -> dict[str, Any]:
   """Merges `entries` into `<workdir>/summary.json` atomically (process 0 only)."""
   path = os.path.join(workdir, "summary.json")
-  summary = {}
-  if os.path.exists(path):
-    with open(path) as f:
-      summary = json.load(f)
+  summary = read_json(path) if os.path.exists(path) else {}
   summary.update(entries)
-  if jax.process_index() == 0:
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-      json.dump(summary, f, indent=2, sort_keys=True)
-    os.replace(tmp, path)
+  write_json(path, summary, sort_keys=True)
   return summary

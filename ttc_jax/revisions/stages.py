@@ -210,8 +210,7 @@ def revisions_sweep(job, cfg: RevisionConfig) -> dict[str, Any]:
   t0 = time.time()
   path = os.path.join(job.workdir, "revisions.json")
   if os.path.exists(path):
-    with open(path) as f:
-      result = json.load(f)
+    result = metrics.read_json(path)
     job.log("revisions sweep", "already complete; skipped")
   else:
     problems = test_problems(job, cfg.test_per_level)
@@ -230,9 +229,7 @@ def revisions_sweep(job, cfg: RevisionConfig) -> dict[str, Any]:
       with open(jsonl + ".tmp", "w") as f:  # whole file at once: a rerun never duplicates rows
         f.writelines(json.dumps(r, sort_keys=True) + "\n" for r in rows)
       os.replace(jsonl + ".tmp", jsonl)
-      with open(path + ".tmp", "w") as f:
-        json.dump(result, f, indent=2)
-      os.replace(path + ".tmp", path)
+    metrics.write_json(path, result)
     metrics.append_jsonl(job.metrics_path, {"stage": "revisions_sweep", **result})
   metrics.update_summary(job.workdir, revisions=result)
   print(format_result(result), flush=True)
