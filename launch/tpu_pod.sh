@@ -2,7 +2,8 @@
 # Runs the main job on every host of a Cloud TPU VM pod slice.
 #
 #   launch/tpu_pod.sh TPU_NAME ZONE [CONFIG] [extra ttc-jax flags...]
-#   e.g. launch/tpu_pod.sh my-v5p-64 us-east5-a configs/demo.py --config.workdir=gs://bucket/run1
+#   e.g. launch/tpu_pod.sh my-v5p-64 us-east5-a configs/paper.py --config.workdir=gs://bucket/run1
+#   (configs/paper.py: the paper's settings; configs/demo.py: the CPU demo, default)
 #
 # Copies this checkout to every worker, installs it, and starts the same command
 # on all of them with --distributed (jax.distributed.initialize() auto-detects
