@@ -35,18 +35,15 @@ def _row(strategy, budget, questions, correct, gen=None, ver=None):
 # ---- config ----
 
 def test_config_files_are_valid_and_large_enough():
-  test_cfg = stages.from_config(config_files.load("test").allocator)
-  base = transformer.TransformerConfig(vocab_size=22, d_model=32, num_layers=1, num_heads=2,
-                                       num_kv_heads=1, head_dim=16, mlp_dim=64, max_len=48)
-  large = test_cfg.large_model_config(base)
-  assert large.max_len == 48 and large.d_model == 48
-  assert large.num_params / base.num_params >= 4
-  demo = stages.from_config(config_files.load("demo").allocator)
-  demo_base = transformer.TransformerConfig(vocab_size=22, d_model=96, num_layers=3,
-                                            num_heads=4, num_kv_heads=2, head_dim=24,
-                                            mlp_dim=256, max_len=80)
-  assert demo.large_model_config(demo_base).num_params / demo_base.num_params >= 4
-  assert demo.large_train.total_steps == 1000
+  for name in ("test", "demo", "paper"):
+    config = config_files.load(name)
+    cfg = stages.from_config(config.allocator)
+    base = transformer.TransformerConfig(vocab_size=22, **config.model)
+    large = cfg.large_model_config(base)
+    assert large.max_len == base.max_len and large.d_model == cfg.large_d_model
+    assert large.num_params / base.num_params >= max(4, cfg.min_param_ratio)
+    if name != "test":  # same data, at least as many steps as the base LM (paper §7)
+      assert cfg.large_train.total_steps >= config.train.total_steps
 
 
 @pytest.mark.parametrize("key, value, match", [
