@@ -30,6 +30,7 @@ from ttc_jax.data import tasks
 from ttc_jax.data.tokenizer import CharTokenizer
 from ttc_jax.experiments import metrics
 from ttc_jax.experiments import search_sweep
+from ttc_jax.experiments import shards
 from ttc_jax.experiments import sweep
 from ttc_jax.models import reward
 from ttc_jax.models import transformer
@@ -236,7 +237,8 @@ class Job:
       result, samples = evaluate_verifiers(self, problems, cfg,
                                            jax.random.key(self.config.seed + 2))
       # Kept for the allocator's difficulty bins, which need these very samples (§3.2).
-      np.savez(os.path.join(self.workdir, VERIFIER_SAMPLES), **samples)
+      if jax.process_index() == 0:
+        shards.save_npz(os.path.join(self.workdir, VERIFIER_SAMPLES), samples)
       result["mc_label_step_auroc"] = self.heldout_label_auroc(problems)
       result["mc_label_step_auroc_train"] = _rounded(prm_labels.step_label_auroc(
           self.prm_data, self.label_problems, self.tokenizer))

@@ -254,8 +254,9 @@ def difficulty_bins(job, cfg: AllocatorConfig) -> dict[str, Any]:
   t0 = time.time()
   reused = _verifier_samples(job, problems, cfg)
   correct, final, gen = reused if reused else _score_samples(job, problems, cfg)
-  np.savez(os.path.join(job.workdir, "difficulty.npz"), correct=correct, final_scores=final,
-           generated_tokens=gen)
+  if jax.process_index() == 0:
+    shards.save_npz(os.path.join(job.workdir, "difficulty.npz"),
+                    {"correct": correct, "final_scores": final, "generated_tokens": gen})
   result = bins_summary([p.question for p in problems], [p.level for p in problems], correct,
                         final, cfg.predicted_samples, cfg.num_bins)
   result.update(difficulty_samples=cfg.difficulty_samples,
