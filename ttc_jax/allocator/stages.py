@@ -397,15 +397,9 @@ def load_revision_rows(job, rev_cfg) -> list[dict[str, Any]] | None:
   only where those include every search question.
   """
   from ttc_jax.revisions import stages as rev_stages  # pylint: disable=g-import-not-at-top
-  out = os.path.join(job.workdir, "revisions")
   if not os.path.exists(os.path.join(job.workdir, "revisions.json")):
     return None
-  manifest = metrics.read_json(os.path.join(out, shards.MANIFEST))
-  parts = []
-  for i in range(manifest["num_shards"]):
-    with np.load(shards.shard_path(out, i)) as f:
-      parts.append({k: f[k] for k in f.files})
-  arrays = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+  arrays = rev_stages.load_sweep_chains(job.workdir)
   return revision_rows_from_arrays(arrays, rev_stages.test_problems(job, rev_cfg.test_per_level),
                                    rev_cfg)
 

@@ -9,12 +9,12 @@ settings is a clear error instead of silently mixed data.
 from __future__ import annotations
 
 import glob
-import json
 import os
 from typing import Any
 
-import jax
 import numpy as np
+
+from ttc_jax.experiments import metrics
 
 MANIFEST = "manifest.json"
 
@@ -35,10 +35,36 @@ def save_npz(path: str, arrays: dict[str, np.ndarray]) -> None:
 
 def read_manifest(out_dir: str | os.PathLike) -> dict[str, Any] | None:
   path = os.path.join(out_dir, MANIFEST)
-  if not os.path.exists(path):
-    return None
-  with open(path) as f:
-    return json.load(f)
+  return metrics.read_json(path) if os.path.exists(path) else None
+
+
+def complete(out_dir: str | os.PathLike) -> bool:
+  """True iff `out_dir` has a manifest and every one of its shards."""
+  manifest = read_manifest(out_dir)
+  return manifest is not None and all(
+      os.path.exists(shard_path(out_dir, i)) for i in range(manifest["num_shards"]))
+
+
+def load(out_dir: str | os.PathLike, what: str, rerun: str
+         ) -> tuple[dict[str, Any], list[dict[str, np.ndarray]]]:
+  """The manifest and every shard's arrays, in shard order.
+
+  Raises ValueError naming the missing manifest or shards; `what` names the data
+  ("PRM labels") and `rerun` the call that finishes it ("generate_labels").
+  """
+  manifest = read_manifest(out_dir)
+  if manifest is None:
+    raise ValueError(f"No {MANIFEST} in {os.fspath(out_dir)!r}; run {rerun} first.")
+  n = manifest["num_shards"]
+  missing = [i for i in range(n) if not os.path.exists(shard_path(out_dir, i))]
+  if missing:
+    raise ValueError(f"The {what} in {os.fspath(out_dir)!r} are incomplete: shards {missing} "
+                     f"of {n} are missing; rerun {rerun} to finish.")
+  loaded = []
+  for i in range(n):
+    with np.load(shard_path(out_dir, i)) as f:
+      loaded.append({k: f[k] for k in f.files})
+  return manifest, loaded
 
 
 def open_manifest(out_dir: str | os.PathLike, manifest: dict[str, Any], what: str,
@@ -55,11 +81,7 @@ def open_manifest(out_dir: str | os.PathLike, manifest: dict[str, Any], what: st
     if glob.glob(os.path.join(out_dir, "shard-*.npz")):
       raise ValueError(f"{os.fspath(out_dir)!r} has shard files but no {MANIFEST}, so they "
                        f"cannot be checked against this job; use a new {where} or delete it.")
-    if jax.process_index() == 0:
-      path = os.path.join(out_dir, MANIFEST)
-      with open(path + ".tmp", "w") as f:
-        json.dump(manifest, f, indent=2, sort_keys=True)
-      os.replace(path + ".tmp", path)
+    metrics.write_json(os.path.join(out_dir, MANIFEST), manifest, sort_keys=True)
     return
   diff = {k: (old.get(k), v) for k, v in manifest.items() if old.get(k) != v}
   if diff:

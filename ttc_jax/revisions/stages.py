@@ -275,10 +275,13 @@ def _sweep_shards(job, cfg: RevisionConfig, problems: list[arithmetic.Problem]
               "orm": scores.astype(np.float32)}
     if jax.process_index() == 0:
       shards.save_npz(shards.shard_path(out, i), arrays)
-  parts = []
-  for i in range(manifest["num_shards"]):
-    with np.load(shards.shard_path(out, i)) as f:
-      parts.append({k: f[k] for k in f.files})
+  return load_sweep_chains(job.workdir)
+
+
+def load_sweep_chains(workdir: str | os.PathLike) -> dict[str, np.ndarray]:
+  """Every attempt of the revisions sweep (`<workdir>/revisions/` shards), concatenated."""
+  _, parts = shards.load(os.path.join(workdir, "revisions"), "revisions sweep chains",
+                         "the revisions sweep stage")
   return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
 

@@ -50,7 +50,6 @@ from ttc_jax.training import prm_labels
 ATTEMPT_SEPARATOR = "\n\n"  # a blank line: never inside a solution (one step per line)
 MAX_PREVIOUS = 4            # paper §6.1: up to four previous attempts in context
 TEMPERATURE = 1.0           # paper §6.1: the 64 samples per question are drawn at temperature 1
-MANIFEST = shards.MANIFEST
 FORMAT_VERSION = 1
 ARRAYS = {  # name -> dtype of every shard array
     "tokens": np.int32, "target_start": np.int32, "length": np.int32,
@@ -211,34 +210,18 @@ def generate_trajectories(sampler: Sampler, params: Any, problems: list[arithmet
   return stats
 
 
-def trajectories_complete(out_dir: str | os.PathLike) -> bool:
-  """True iff `out_dir` has a manifest and every one of its shards."""
-  manifest = shards.read_manifest(out_dir)
-  return manifest is not None and all(
-      os.path.exists(shards.shard_path(out_dir, i)) for i in range(manifest["num_shards"]))
+trajectories_complete = shards.complete  # True iff `out_dir` has a manifest and every shard
 
 
 def load_trajectories(out_dir: str | os.PathLike) -> dict[str, np.ndarray]:
   """All shards concatenated in question order; raises ValueError naming a missing shard."""
-  manifest = shards.read_manifest(out_dir)
-  if manifest is None:
-    raise ValueError(f"No {MANIFEST} in {os.fspath(out_dir)!r}; run generate_trajectories "
-                     "first.")
-  missing = [i for i in range(manifest["num_shards"])
-             if not os.path.exists(shards.shard_path(out_dir, i))]
-  if missing:
-    raise ValueError(f"Revision data in {os.fspath(out_dir)!r} is incomplete: shards {missing} "
-                     f"of {manifest['num_shards']} are missing; rerun generate_trajectories.")
-  loaded = []
-  for i in range(manifest["num_shards"]):
-    with np.load(shards.shard_path(out_dir, i)) as f:
-      shard = {k: f[k] for k in f.files}
+  manifest, loaded = shards.load(out_dir, "revision data", "generate_trajectories")
+  for i, shard in enumerate(loaded):
     bad = [k for k, dt in ARRAYS.items() if k not in shard or shard[k].dtype != dt]
     if bad or shard["tokens"].shape[1:] != (manifest["context_len"],):
       raise ValueError(f"Revision data shard {shards.shard_path(out_dir, i)} is inconsistent "
                        f"(arrays {bad or ['tokens']}); delete it and rerun "
                        f"generate_trajectories.")
-    loaded.append(shard)
   return {k: np.concatenate([s[k] for s in loaded]) for k in ARRAYS}
 
 

@@ -48,7 +48,6 @@ from ttc_jax.models import reward
 from ttc_jax.sampling.sampler import Sampler, pad_with_copies
 
 TEMPERATURE = 1.0  # paper §5.1: solutions and rollouts are sampled at temperature 1.
-MANIFEST = shards.MANIFEST
 FORMAT_VERSION = 1
 ARRAYS = {  # name -> dtype of every shard array
     "tokens": np.int32, "prompt_len": np.int32, "step_ends": np.int32,
@@ -129,12 +128,7 @@ def generate_labels(sampler: Sampler, params: Any, problems: list[arithmetic.Pro
   return stats
 
 
-def labels_complete(out_dir: str | os.PathLike) -> bool:
-  """True iff `out_dir` has a manifest and every one of its shards."""
-  manifest = shards.read_manifest(out_dir)
-  if manifest is None:
-    return False
-  return all(os.path.exists(shards.shard_path(out_dir, i)) for i in range(manifest["num_shards"]))
+labels_complete = shards.complete  # True iff `out_dir` has a manifest and every shard
 
 
 def load_labels(out_dir: str | os.PathLike) -> dict[str, np.ndarray]:
@@ -143,25 +137,13 @@ def load_labels(out_dir: str | os.PathLike) -> dict[str, np.ndarray]:
   `step_ends` and `labels` are right-padded with -1 to the widest shard.
   Raises ValueError naming the shard when a shard is missing or inconsistent.
   """
-  manifest = shards.read_manifest(out_dir)
-  if manifest is None:
-    raise ValueError(f"No {MANIFEST} in {os.fspath(out_dir)!r}; run generate_labels first.")
-  missing = [i for i in range(manifest["num_shards"])
-             if not os.path.exists(shards.shard_path(out_dir, i))]
-  if missing:
-    raise ValueError(f"PRM labels in {os.fspath(out_dir)!r} are incomplete: shards {missing} of "
-                     f"{manifest['num_shards']} are missing; rerun generate_labels to finish.")
-  loaded = []
-  for i in range(manifest["num_shards"]):
-    path = shards.shard_path(out_dir, i)
-    with np.load(path) as f:
-      shard = {k: f[k] for k in f.files}
+  manifest, loaded = shards.load(out_dir, "PRM labels", "generate_labels")
+  for i, shard in enumerate(loaded):
     lo = i * manifest["shard_size"]
     n_q = min(manifest["shard_size"], manifest["num_questions"] - lo)
-    _validate_shard(shard, os.path.basename(path),
+    _validate_shard(shard, os.path.basename(shards.shard_path(out_dir, i)),
                     np.repeat(np.arange(lo, lo + n_q), manifest["num_solutions"]),
                     manifest["max_len"])
-    loaded.append(shard)
   width = max(s["step_ends"].shape[1] for s in loaded)
   out = {}
   for k in ARRAYS:
