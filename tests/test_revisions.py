@@ -355,31 +355,47 @@ def test_orm_scores_match_one_row_at_a_time():
     np.testing.assert_allclose(got[r], np.asarray(want)[0, 0], rtol=1e-5, atol=1e-6)
 
 
-def test_bucketed_batches_are_pure_and_cover_each_length_class():
-  rng = np.random.default_rng(0)
-  lengths = np.concatenate([rng.integers(10, 100, 50), rng.integers(150, 300, 30)])
-  tokens = np.zeros((80, 320), np.int32)
-  mask = np.zeros((80, 320), np.float32)
+def _chains_of_lengths(lengths, width=320):
+  tokens = np.zeros((len(lengths), width), np.int32)
+  mask = np.zeros((len(lengths), width), np.float32)
   for r, n in enumerate(lengths):
     tokens[r, :n] = 5
     mask[r, n - 5:n] = 1
-  arrays = {"tokens": tokens, "loss_mask": mask, "row": np.arange(80)}
-  fn = tj.bucketed_batches(arrays, 8, seed=1)
-  per_epoch = 50 // 8 + 30 // 8
-  seen = []
+  return {"tokens": tokens, "loss_mask": mask, "row": np.arange(len(lengths))}
+
+
+def test_bucketed_batches_are_pure_and_cover_each_length_class():
+  rng = np.random.default_rng(0)
+  bounds = [(10, 64), (65, 128), (129, 192), (193, 300)]
+  lengths = np.concatenate([rng.integers(lo, hi + 1, 20) for lo, hi in bounds])
+  arrays = _chains_of_lengths(lengths)
+  fn = tj.bucketed_batches(arrays, 8, seed=1, widths=(64, 128, 192))
+  per_epoch = 4 * (20 // 8)
+  seen, widths = [], set()
   for step in range(per_epoch):
     b = fn(step)
     assert len(b["row"]) == 8
-    short = lengths[b["row"]] <= 128
-    assert short.all() or not short.any()  # one length class per batch
-    assert b["tokens"].shape[1] == (128 if short.all() else 320)
+    width = b["tokens"].shape[1]
+    lo = {64: 10, 128: 65, 192: 129, 320: 193}[width]  # one length class per batch
+    assert (lengths[b["row"]] >= lo).all() and (lengths[b["row"]] <= width).all()
     assert (b["loss_mask"].sum(1) == 5).all()  # no target cut off
     seen += b["row"].tolist()
+    widths.add(width)
+  assert widths == {64, 128, 192, 320}
   assert len(set(seen)) == len(seen) == per_epoch * 8  # an epoch repeats no chain
   np.testing.assert_array_equal(fn(3)["row"], tj.bucketed_batches(arrays, 8, seed=1)(3)["row"])
   # Fewer chains than a batch: one class at full width, chains repeated.
   small = tj.bucketed_batches({k: v[:5] for k, v in arrays.items()}, 8, seed=1)(0)
   assert small["tokens"].shape == (8, 320) and set(small["row"]) == set(range(5))
+  # A class smaller than a batch joins the next wider one; a short widest tail widens
+  # the class before it to the full width, so no chain is ever cut.
+  mixed = _chains_of_lengths(np.array([30] * 8 + [100] * 3 + [150] * 6 + [250] * 2))
+  fn = tj.bucketed_batches(mixed, 8, seed=0, widths=(64, 128, 192))
+  got = {}
+  for step in range(2):
+    b = fn(step)
+    got[b["tokens"].shape[1]] = set((b["tokens"] > 0).sum(1).tolist())
+  assert got.keys() == {64, 320} and got[64] == {30} and got[320] <= {100, 150, 250}
 
 
 def test_summary_of_a_tiny_sweep_with_a_huge_answer():

@@ -240,24 +240,42 @@ def training_arrays(data: dict[str, np.ndarray], multiple: int = 16) -> dict[str
 
 
 def bucketed_batches(arrays: dict[str, np.ndarray], batch_size: int, seed: int,
-                     short_len: int = 128) -> Callable[[int], dict[str, np.ndarray]]:
+                     widths: Sequence[int] = (64, 128, 192)
+                     ) -> Callable[[int], dict[str, np.ndarray]]:
   """`batch_fn(step)` whose batches hold chains of one length class, cut to that class's width.
 
-  Chains with no previous attempt are short; batching them apart from the long
-  ones and cutting them to `short_len` columns roughly halves the tokens a step
-  computes. Each epoch (fixed by (seed, epoch)) shuffles the chains, forms full
-  batches within each class and shuffles the batches; remainders wait for a later
-  epoch (a class smaller than a batch is not split off). A pure function of the
-  step, so a resumed run sees the same batches.
+  Chains range from a bare question and answer to four previous attempts and
+  more; a class is the chains no longer than one of `widths` (and longer than
+  the one before; the last class runs to the full width). Cutting each batch to
+  its class's width computes about a third of the tokens a full-width batch
+  would. A class smaller than a batch joins the next wider one (the widest joins
+  the one before, which then takes the full width). Each epoch (fixed by (seed,
+  epoch)) shuffles the chains, forms full batches within each class and shuffles
+  the batches; remainders wait for a later epoch. A pure function of the step, so
+  a resumed run sees the same batches.
   """
   if not len(arrays["tokens"]):
     raise ValueError("bucketed_batches got no revision chains.")
+  full = arrays["tokens"].shape[1]
   used = (arrays["loss_mask"] > 0) | (arrays["tokens"] != PAD)
   lengths = np.where(used.any(1), used.shape[1] - np.argmax(used[:, ::-1], axis=1), 0)
-  classes = [np.flatnonzero(lengths <= short_len), np.flatnonzero(lengths > short_len)]
-  widths = [min(short_len, arrays["tokens"].shape[1]), arrays["tokens"].shape[1]]
-  if min(len(c) for c in classes) < batch_size:  # too few to split: one class, full width
-    classes, widths = [np.arange(len(lengths))], widths[1:]
+  edges = sorted({min(int(w), full) for w in widths if int(w) > 0} | {full})
+  which = np.searchsorted(edges, lengths)  # the narrowest class that holds the chain
+  classes: list[np.ndarray] = []
+  class_widths: list[int] = []
+  pending = np.zeros((0,), np.int64)
+  for k, width in enumerate(edges):
+    pending = np.concatenate([pending, np.flatnonzero(which == k)])
+    if len(pending) >= batch_size:
+      classes.append(pending)
+      class_widths.append(width)
+      pending = np.zeros((0,), np.int64)
+  if len(pending) or not classes:  # a short tail: widen the last class to hold it
+    if classes:
+      classes[-1] = np.concatenate([classes[-1], pending])
+      class_widths[-1] = full
+    else:
+      classes, class_widths = [pending], [full]
   counts = [max(1, len(c) // batch_size) for c in classes]
 
   def batch_fn(step: int) -> dict[str, np.ndarray]:
@@ -268,7 +286,8 @@ def bucketed_batches(arrays: dict[str, np.ndarray], batch_size: int, seed: int,
       idx = np.resize(rng.permutation(idx), max(len(idx), batch_size))  # repeats if too few
       batches += [(cls, idx[j * batch_size:(j + 1) * batch_size]) for j in range(n)]
     cls, idx = batches[rng.permutation(len(batches))[k]]
-    return {key: v[idx, :widths[cls]] if v.ndim == 2 else v[idx] for key, v in arrays.items()}
+    w = class_widths[cls]
+    return {key: v[idx, :w] if v.ndim == 2 else v[idx] for key, v in arrays.items()}
   return batch_fn
 
 
