@@ -201,6 +201,32 @@ def test_selection_rules():
   assert flips["incorrect_to_correct"] == pytest.approx(2 / 3, abs=1e-4)  # F->T, F->F, F->T
 
 
+def test_independent_baseline_repeats_and_step_gains_by_hand():
+  # Problem 0: chains [T, T, F] and [F, T] (step-0 pass@1 1/2); problem 1: [T, T] (pass@1 1).
+  ok = [[[True, True, False], [False, True]], [[True, True]]]
+  flips = sequential.flip_rates(ok)
+  assert flips["correct_to_incorrect"] == pytest.approx(1 / 3, abs=1e-4)
+  assert flips["incorrect_to_correct"] == 1.0
+  base = sequential.independent_flip_rates(ok)
+  # After a correct attempt: p0 T->T and T->F (1 - 1/2 each), p1 T->T (1 - 1).
+  assert base["correct_to_incorrect"] == pytest.approx(1 / 3, abs=1e-4)
+  assert base["incorrect_to_correct"] == 0.5  # p0 F->T: p = 1/2
+  assert sequential.independent_flip_rates([[[False, False]]])["correct_to_incorrect"] is None
+  texts = [[["a", "a", "b"], ["x", "y"]], [["z", "z"]]]
+  rep = sequential.repeat_rates(texts, ok)
+  assert rep["after_correct"] == pytest.approx(2 / 3, abs=1e-4)  # a->a, a->b, z->z
+  assert rep["after_incorrect"] == 0.0  # x->y
+  gains = sequential.step_gains(ok, steps=(1, 2, 5), num_boot=500)
+  # Step 1: problem 0 (T->T: 0, F->T: +1) = 0.5, problem 1 = 0; step 2: problem 0 only, -1.
+  assert gains["1"]["mean"] == 0.25 and gains["1"]["problems"] == 2
+  lo, hi = gains["1"]["ci95"]
+  assert 0.0 <= lo <= 0.25 <= hi <= 0.5
+  assert gains["2"] == {"mean": -1.0, "ci95": [-1.0, -1.0], "problems": 1}
+  assert "5" not in gains  # no chain reaches step 5
+  always_better = sequential.step_gains([[[False, True]]] * 10, steps=(1,))
+  assert always_better["1"]["ci95"] == [1.0, 1.0]
+
+
 # ---- training data: shards, pairing in context, resume ----
 
 @dataclasses.dataclass(frozen=True)
@@ -328,6 +354,20 @@ def test_stages_end_to_end_and_resume(tmp_path):
   for k in ("pass@1_by_step", "sweep", "counts", "correct_to_incorrect"):
     assert again[k] == result[k]
   assert len([json.loads(l) for l in open(tmp_path / "revisions_sweep.jsonl")]) == len(rows)
+  for k in ("pass@1_gain_vs_step0", "independent_baseline", "repeats_previous"):
+    assert again[k] == result[k]
+
+  # A revisions.json from before the per-step gains is summarized again from its chain
+  # shards, none regenerated, keeping the stage times it recorded.
+  old = {k: v for k, v in again.items() if k != "pass@1_gain_vs_step0"}
+  old["seconds"] = {"revisions_sweep": 123.0}
+  json.dump(old, open(tmp_path / "revisions.json", "w"))
+  mtimes = {f: os.path.getmtime(tmp_path / "revisions" / f)
+            for f in os.listdir(tmp_path / "revisions")}
+  resummarized = stages.revisions_sweep(job, cfg)
+  assert resummarized["pass@1_gain_vs_step0"] == result["pass@1_gain_vs_step0"]
+  assert resummarized["seconds"] == {"revisions_sweep": 123.0}
+  assert {f: os.path.getmtime(tmp_path / "revisions" / f) for f in mtimes} == mtimes
 
   # A rerun of every stage on a fresh Job trains nothing and samples nothing.
   job2 = _job(tmp_path)
@@ -411,6 +451,14 @@ def test_summary_of_a_tiny_sweep_with_a_huge_answer():
   r = stages.summarize(arrays, [prob], cfg)
   assert r["pass@1_by_step"]["all"] == [0.5, 1.0]
   assert r["incorrect_to_correct"] == 1.0 and r["correct_to_incorrect"] is None
+  # Step-0 pass@1 1/2 (chain 0 wrong, chain 1 right): a sampler ignoring the context fixes
+  # chain 0's wrong attempt half the time; this chain fixed it (+1 at step 1).
+  assert r["independent_baseline"] == {"correct_to_incorrect": None, "incorrect_to_correct": 0.5}
+  assert r["pass@1_gain_vs_step0"]["all"]["1"]["mean"] == 1.0
+  assert r["pass@1_gain_vs_step0"]["1"]["1"]["mean"] == 1.0
+  assert r["repeats_previous"] == {"after_correct": None, "after_incorrect": 0.0}
+  assert r["flips_by_level"]["1"]["independent"]["incorrect_to_correct"] == 0.5
+  assert "step 1 - step 0: +1.0000" in stages.format_result(r)
   # (N=2, s=1): chains 0 and 1 first attempts; the ORM picks the huge wrong answer.
   assert r["sweep"]["2"]["1"]["orm_hierarchical"]["all"] == 0.0
   assert r["sweep"]["2"]["2"]["orm_hierarchical"]["all"] == 0.0  # chain 0: .9 beats .8

@@ -317,3 +317,61 @@ def flip_rates(correct_grid) -> dict[str, float | int]:
   frac = lambda x, want: round(float(np.mean([v == want for v in x])), 4) if x else None
   return {"correct_to_incorrect": frac(right, False), "incorrect_to_correct": frac(wrong, True),
           "num_correct_revised": len(right), "num_incorrect_revised": len(wrong)}
+
+
+def independent_flip_rates(correct_grid) -> dict[str, float | None]:
+  """The flip rates of a sampler that ignores its previous attempts: the no-revision baseline.
+
+  Each problem's attempts are taken as independent draws with its step-0 pass@1
+  `p` (over all its chains), so revising a correct attempt gives an incorrect one
+  with probability `1 - p`, an incorrect one a correct one with probability `p`;
+  averaged over the very pairs `flip_rates` counts. A revision model that reads
+  its context usefully flips fewer correct and more incorrect attempts than this.
+  """
+  to_wrong, to_right = [], []
+  for chains in correct_grid:
+    p = float(np.mean([c[0] for c in chains if len(c)]))
+    for c in chains:
+      for a in c[:-1]:
+        (to_wrong if a else to_right).append(1.0 - p if a else p)
+  mean = lambda x: round(float(np.mean(x)), 4) if x else None
+  return {"correct_to_incorrect": mean(to_wrong), "incorrect_to_correct": mean(to_right)}
+
+
+def repeat_rates(attempt_grid, correct_grid) -> dict[str, float | None]:
+  """How often a revision repeats the previous attempt verbatim, after a correct and an incorrect one.
+
+  `attempt_grid` holds comparable values per attempt (its text or token bytes).
+  A revision model that can tell its right attempts from its wrong ones keeps the
+  former (`after_correct` near 1) and rewrites the latter (`after_incorrect` near 0).
+  """
+  after = {True: [], False: []}
+  for texts, oks in zip(attempt_grid, correct_grid):
+    for t, c in zip(texts, oks):
+      for i in range(len(t) - 1):
+        after[bool(c[i])].append(t[i + 1] == t[i])
+  mean = lambda x: round(float(np.mean(x)), 4) if x else None
+  return {"after_correct": mean(after[True]), "after_incorrect": mean(after[False])}
+
+
+def step_gains(correct_grid, steps: Sequence[int], num_boot: int = 2000,
+               seed: int = 0) -> dict[str, dict[str, Any]]:
+  """pass@1 at revision step i minus step 0, with a 95% bootstrap interval over problems.
+
+  Paired: per problem, the mean over its chains that reach step i of
+  `correct[i] - correct[0]`; then the mean over problems, resampled with
+  replacement `num_boot` times for the interval. Steps no chain reaches are left out.
+  """
+  rng = np.random.default_rng(seed)
+  out = {}
+  for i in steps:
+    per = [np.mean([float(c[i]) - float(c[0]) for c in chains if len(c) > i])
+           for chains in correct_grid if any(len(c) > i for c in chains)]
+    if not per:
+      continue
+    per = np.asarray(per)
+    boot = per[rng.integers(0, len(per), (num_boot, len(per)))].mean(1)
+    lo, hi = np.percentile(boot, [2.5, 97.5])
+    out[str(i)] = {"mean": round(float(per.mean()), 4),
+                   "ci95": [round(float(lo), 4), round(float(hi), 4)], "problems": len(per)}
+  return out

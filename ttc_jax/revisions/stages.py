@@ -38,6 +38,7 @@ from ttc_jax.training import prm_labels
 from ttc_jax.training import trainer
 
 SWEEP_FORMAT_VERSION = 1
+GAIN_STEPS = 4  # pass@1 gains vs step 0 are reported for revision steps 1..GAIN_STEPS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -209,10 +210,14 @@ def revisions_sweep(job, cfg: RevisionConfig) -> dict[str, Any]:
   """Stage "revisions sweep": chains on test questions, per-step accuracy and the ratio table."""
   t0 = time.time()
   path = os.path.join(job.workdir, "revisions.json")
-  if os.path.exists(path):
-    result = metrics.read_json(path)
+  stored = metrics.read_json(path) if os.path.exists(path) else None
+  if stored is not None and "pass@1_gain_vs_step0" in stored:
+    result = stored
     job.log("revisions sweep", "already complete; skipped")
   else:
+    if stored is not None:  # written before the gain / baseline diagnostics: re-summarize
+      job.log("revisions sweep", "revisions.json lacks the per-step gains; summarizing its "
+              "chains again (no chain is regenerated)")
     problems = test_problems(job, cfg.test_per_level)
     trajectories.check_window(problems, context_len=cfg.context_len,
                               max_attempt_tokens=cfg.max_attempt_tokens,
@@ -223,6 +228,8 @@ def revisions_sweep(job, cfg: RevisionConfig) -> dict[str, Any]:
     result["num_training_chains"] = None if data is None else int(len(data["length"]))
     result["seconds"] = dict(getattr(job, "revision_seconds", {}))
     result["seconds"]["revisions_sweep"] = round(time.time() - t0, 1)
+    if stored is not None:
+      result["seconds"] = stored.get("seconds", result["seconds"])
     rows = sweep_rows(result)
     jsonl = os.path.join(job.workdir, "revisions_sweep.jsonl")
     if jax.process_index() == 0:
@@ -311,10 +318,19 @@ def summarize(arrays: dict[str, np.ndarray], problems: list[arithmetic.Problem],
       str(int(lv)): round(float(np.mean(np.asarray(x)[levels == lv])), 4)
       for lv in np.unique(levels)}}
 
+  attempt_grid = sequential.as_grid(chains, [t[:n].tobytes() for t, n in
+                                             zip(arrays["tokens"], arrays["lengths"])],
+                                    num_p, lengths)
+  gain_steps = range(1, min(GAIN_STEPS, max(lengths) - 1) + 1)
   per_step = {"all": [round(v, 4) for v in sequential.step_accuracy(ok_grid)]}
+  gains = {"all": sequential.step_gains(ok_grid, gain_steps)}
+  flips_by_level = {}
   for lv in np.unique(levels):
-    per_step[str(int(lv))] = [round(v, 4) for v in sequential.step_accuracy(
-        [ok_grid[q] for q in np.flatnonzero(levels == lv)])]
+    grid = [ok_grid[q] for q in np.flatnonzero(levels == lv)]
+    per_step[str(int(lv))] = [round(v, 4) for v in sequential.step_accuracy(grid)]
+    gains[str(int(lv))] = sequential.step_gains(grid, gain_steps)
+    flips_by_level[str(int(lv))] = {**sequential.flip_rates(grid),
+                                    "independent": sequential.independent_flip_rates(grid)}
   sweep: dict[str, Any] = {}
   counts: dict[str, Any] = {}
   for n, s in sequential.sweep_ratios(cfg.budgets, cfg.seq_lengths):
@@ -326,7 +342,11 @@ def summarize(arrays: dict[str, np.ndarray], problems: list[arithmetic.Problem],
         "samples_per_problem": sorted(set(samples.tolist())),
         "mean_generated_tokens": round(float(toks.mean()), 1),
         "groups": len(sequential.ratio_groups(lengths, n, s))}
-  return {"pass@1_by_step": per_step, **sequential.flip_rates(ok_grid), "sweep": sweep,
+  return {"pass@1_by_step": per_step, "pass@1_gain_vs_step0": gains,
+          **sequential.flip_rates(ok_grid),
+          "independent_baseline": sequential.independent_flip_rates(ok_grid),
+          "repeats_previous": sequential.repeat_rates(attempt_grid, ok_grid),
+          "flips_by_level": flips_by_level, "sweep": sweep,
           "counts": counts, "num_questions": num_p, "chain_lengths": list(lengths),
           "attempts_per_question": int(sum(lengths))}
 
@@ -346,10 +366,17 @@ def sweep_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
 
 def format_result(result: dict[str, Any]) -> str:
   steps = result["pass@1_by_step"]["all"]
-  lines = ["revision step  " + " ".join(f"{i + 1:>6}" for i in range(min(8, len(steps)))),
+  base, rep = result["independent_baseline"], result["repeats_previous"]
+  lines = ["revision step  " + " ".join(f"{i:>6}" for i in range(min(8, len(steps)))),
            "pass@1         " + " ".join(f"{v:6.3f}" for v in steps[:8]),
            f"correct->incorrect {result['correct_to_incorrect']}  "
-           f"incorrect->correct {result['incorrect_to_correct']}"]
+           f"incorrect->correct {result['incorrect_to_correct']}  (a sampler ignoring its "
+           f"previous attempts: {base['correct_to_incorrect']} / {base['incorrect_to_correct']})",
+           f"repeats the previous attempt verbatim: after a correct one {rep['after_correct']}, "
+           f"after an incorrect one {rep['after_incorrect']}"]
+  for i, g in result["pass@1_gain_vs_step0"]["all"].items():
+    lines.append(f"pass@1 at step {i} - step 0: {g['mean']:+.4f} "
+                 f"(95% CI {g['ci95'][0]:+.4f} .. {g['ci95'][1]:+.4f}, {g['problems']} problems)")
   for n, by_s in result["sweep"].items():
     for s, by_sel in by_s.items():
       lines.append(f"N={n:<4} seq={s:<3} par={int(n) // int(s):<3} " + "  ".join(
