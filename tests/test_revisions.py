@@ -459,6 +459,12 @@ def test_summary_of_a_tiny_sweep_with_a_huge_answer():
   assert r["repeats_previous"] == {"after_correct": None, "after_incorrect": 0.0}
   assert r["flips_by_level"]["1"]["independent"]["incorrect_to_correct"] == 0.5
   assert "step 1 - step 0: +1.0000" in stages.format_result(r)
+  from ttc_jax.allocator import stages as allocator_stages  # the report's per-step section
+  section = allocator_stages._revision_steps_section(r)  # pylint: disable=protected-access
+  assert section["table"] == [
+      {"step": 0, "pass@1": 0.5, "gain vs step 0 (95% CI)": ""},
+      {"step": 1, "pass@1": 1.0, "gain vs step 0 (95% CI)": "+1.000 (+1.000 .. +1.000)"}]
+  assert "previous attempts would give None and 0.5" in section["text"]
   # (N=2, s=1): chains 0 and 1 first attempts; the ORM picks the huge wrong answer.
   assert r["sweep"]["2"]["1"]["orm_hierarchical"]["all"] == 0.0
   assert r["sweep"]["2"]["2"]["orm_hierarchical"]["all"] == 0.0  # chain 0: .9 beats .8

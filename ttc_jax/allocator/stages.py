@@ -51,6 +51,7 @@ from ttc_jax.training import trainer
 Rows = Sequence[Mapping[str, Any]]
 Table = dict[str, dict[int, np.ndarray]]
 _LARGE_FIELDS = ("d_model", "num_layers", "num_heads", "num_kv_heads", "head_dim", "mlp_dim")
+GAIN_TABLE_STEPS = 6  # revision steps shown in the report's per-step table
 
 
 @dataclasses.dataclass(frozen=True)
@@ -755,7 +756,8 @@ def figures_and_report(job, cfg: AllocatorConfig, search_rows: Rows,
 
   revisions_path = os.path.join(job.workdir, "revisions.json")
   if os.path.exists(revisions_path):
-    sections.append(_revisions_section(metrics.read_json(revisions_path), fig("revision_ratios")))
+    rev = metrics.read_json(revisions_path)
+    sections += [_revisions_section(rev, fig("revision_ratios")), _revision_steps_section(rev)]
   return figures.write_report(job.workdir, sections, "ttc_jax: scaling test-time compute")
 
 
@@ -885,3 +887,24 @@ def _revisions_section(rev: Mapping[str, Any], path: str) -> dict[str, Any]:
           "table": [{"budget": n, **{f"{r:g}": acc for r, acc in sorted(c.items())}}
                     for n, c in curves.items()],
           "images": [img]}
+
+
+def _revision_steps_section(rev: Mapping[str, Any]) -> dict[str, Any]:
+  """pass@1 per revision step with its gain over step 0 and the no-revision baseline (§6.1)."""
+  steps = rev["pass@1_by_step"]["all"]
+  gains = rev["pass@1_gain_vs_step0"]["all"]
+  base, rep = rev["independent_baseline"], rev["repeats_previous"]
+  rows = []
+  for i, acc in enumerate(steps[:GAIN_TABLE_STEPS]):
+    g = gains.get(str(i))
+    rows.append({"step": i, "pass@1": acc,
+                 "gain vs step 0 (95% CI)": "" if g is None else
+                 f"{g['mean']:+.3f} ({g['ci95'][0]:+.3f} .. {g['ci95'][1]:+.3f})"})
+  text = (f"Revisions turn {rev['correct_to_incorrect']} of correct attempts incorrect and "
+          f"{rev['incorrect_to_correct']} of incorrect ones correct; a sampler that ignores its "
+          f"previous attempts would give {base['correct_to_incorrect']} and "
+          f"{base['incorrect_to_correct']}. A revision repeats the previous attempt verbatim "
+          f"{rep['after_correct']} of the time after a correct one, "
+          f"{rep['after_incorrect']} after an incorrect one.")
+  return {"title": "Revisions: pass@1 per revision step (paper §6.1, Fig. 6)", "text": text,
+          "table": rows}
