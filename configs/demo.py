@@ -58,9 +58,9 @@ def get_config() -> ml_collections.ConfigDict:
   # Revisions (paper §6): training chains from 64 base-LM samples per question, revision
   # SFT, sweep on the search questions (40 per level) so the allocator can pick revisions.
   # Batch sizes keep each sampler call's KV cache near the CPU's 32 MiB L3 cache: measured
-  # here, the base LM samples 4,400/s at 1,024 rows, 1,400/s at 1,600 and 450/s at 3,200, so
-  # 16 questions x 64 samples per data shard run the stage ~5x faster than 100; the sweep's
-  # 320-token contexts take 138 s at batch_rows=128 against 190 s at 512.
+  # here, the base LM samples 4,400/s at 1,024 rows, 1,400/s at 1,600 and 450/s at 3,200.
+  # Data shards of 16 questions x 64 samples take the stage from 101 s (100 questions) to
+  # 22 s; the sweep's 320-token contexts take 138 s at batch_rows=128, 190 s at 512.
   c.revisions = ml_collections.ConfigDict(dict(
       num_questions=800, samples_per_question=64, max_previous=4, max_chains_per_question=16,
       data_shard_size=16, context_len=320, max_attempt_tokens=56, budgets=(4, 16, 64),

@@ -882,9 +882,10 @@ def _revisions_section(rev: Mapping[str, Any], path: str) -> dict[str, Any]:
   curves = {int(n): {int(s) / (int(n) // int(s)): v[how]["all"] for s, v in by_s.items()}
             for n, by_s in sweep.items()}
   img = figures.revision_ratios(path, curves, f"Revisions ({how} selection)")[0]
+  ratios = sorted({r for c in curves.values() for r in c})  # one column order for every row
   return {"title": "Revisions: sequential vs parallel (paper §6, Fig. 7)",
           "text": f"Selection: {how}; ratio = attempts per chain / chains.",
-          "table": [{"budget": n, **{f"{r:g}": acc for r, acc in sorted(c.items())}}
+          "table": [{"budget": n, **{f"{r:g}": c.get(r, "") for r in ratios}}
                     for n, c in curves.items()],
           "images": [img]}
 
