@@ -314,8 +314,8 @@ def flip_rates(correct_grid) -> dict[str, float | int]:
   pairs = [(c[i], c[i + 1]) for chains in correct_grid for c in chains for i in range(len(c) - 1)]
   right = [b for a, b in pairs if a]
   wrong = [b for a, b in pairs if not a]
-  frac = lambda x, want: round(float(np.mean([v == want for v in x])), 4) if x else None
-  return {"correct_to_incorrect": frac(right, False), "incorrect_to_correct": frac(wrong, True),
+  return {"correct_to_incorrect": _rate([not v for v in right]),
+          "incorrect_to_correct": _rate(wrong),
           "num_correct_revised": len(right), "num_incorrect_revised": len(wrong)}
 
 
@@ -333,13 +333,15 @@ def independent_flip_rates(correct_grid) -> dict[str, float | None]:
     p = float(np.mean([c[0] for c in chains if len(c)]))
     for c in chains:
       for a in c[:-1]:
-        (to_wrong if a else to_right).append(1.0 - p if a else p)
-  mean = lambda x: round(float(np.mean(x)), 4) if x else None
-  return {"correct_to_incorrect": mean(to_wrong), "incorrect_to_correct": mean(to_right)}
+        if a:
+          to_wrong.append(1.0 - p)
+        else:
+          to_right.append(p)
+  return {"correct_to_incorrect": _rate(to_wrong), "incorrect_to_correct": _rate(to_right)}
 
 
 def repeat_rates(attempt_grid, correct_grid) -> dict[str, float | None]:
-  """How often a revision repeats the previous attempt verbatim, after a correct and an incorrect one.
+  """How often a revision repeats the previous attempt verbatim, after a right and a wrong one.
 
   `attempt_grid` holds comparable values per attempt (its text or token bytes).
   A revision model that can tell its right attempts from its wrong ones keeps the
@@ -350,8 +352,7 @@ def repeat_rates(attempt_grid, correct_grid) -> dict[str, float | None]:
     for t, c in zip(texts, oks):
       for i in range(len(t) - 1):
         after[bool(c[i])].append(t[i + 1] == t[i])
-  mean = lambda x: round(float(np.mean(x)), 4) if x else None
-  return {"after_correct": mean(after[True]), "after_incorrect": mean(after[False])}
+  return {"after_correct": _rate(after[True]), "after_incorrect": _rate(after[False])}
 
 
 def step_gains(correct_grid, steps: Sequence[int], num_boot: int = 2000,
@@ -375,3 +376,8 @@ def step_gains(correct_grid, steps: Sequence[int], num_boot: int = 2000,
     out[str(i)] = {"mean": round(float(per.mean()), 4),
                    "ci95": [round(float(lo), 4), round(float(hi), 4)], "problems": len(per)}
   return out
+
+
+def _rate(values: Sequence[float]) -> float | None:
+  """Mean of `values` rounded to 4 places; None when there is nothing to average."""
+  return round(float(np.mean(values)), 4) if len(values) else None
