@@ -19,6 +19,8 @@ def get_config() -> ml_collections.ConfigDict:
   c.task.num_per_level = ml_collections.ConfigDict(
       dict(train=6000, validation=50, test=100))
   c.task.seed = 0
+  # The character tokenizer over the task's alphabet (one id per character).
+  c.tokenizer = ml_collections.ConfigDict(dict(name="char"))
 
   c.model = ml_collections.ConfigDict(dict(
       d_model=64, num_layers=2, num_heads=4, num_kv_heads=2, head_dim=16, mlp_dim=192,

@@ -102,7 +102,7 @@ def measured_inference_flops(generated_tokens: np.ndarray, verifier_tokens: np.n
                              n_policy: float, n_verifier: float) -> np.ndarray:
   """Inference FLOPs a strategy actually spent, per question: 2·N_policy·gen + 2·N_verifier·ver.
 
-  Takes `SearchResult.generated_tokens` and `.verifier_tokens` (exact counts, DESIGN.md
+  Takes `SearchResult.generated_tokens` and `.verifier_tokens` (exact counts, docs/design.md,
   "Compute accounting"); pass `n_verifier=0` for strategies that run no verifier.
   """
   gen = np.asarray(generated_tokens, np.float64)

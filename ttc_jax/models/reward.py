@@ -10,10 +10,11 @@ split it once into `(graphdef, state)` and everything else is a pure function
 of the state:
 
   graphdef, state = from_lm(lm_state, cfg)          # PRM initialised from the base LM
-  scores = step_scores(graphdef, state, tokens, find_step_ends(tokens, ...))
+  ends = tokenizers.base.find_step_ends(tokens, tokenizer, delimiter, prompt_len)
+  scores = step_scores(graphdef, state, tokens, ends)
   final = aggregate(scores, num_steps, "last")      # paper: score of the last step
 
-Incremental scoring for search (DESIGN.md "Verifier"): `prefill` encodes the
+Incremental scoring for search (docs/design.md, "Verifier"): `prefill` encodes the
 prompts once into a KV cache, then `extend` encodes only each row's new step at
 its current position, so scoring a solution step by step costs only its new
 tokens. `ScoreState.gather` keeps surviving beams.
@@ -206,61 +207,7 @@ def aggregate(scores: np.ndarray, num_steps: np.ndarray, how: str = "last", xp=n
   return xp.where(num_steps > 0, out, 0.0).astype(xp.float32)
 
 
-def step_ends_1d(gen: np.ndarray, step_id: int, eos_id: int, pad_id: int = 0,
-                 bos_id: int = 1) -> list[int]:
-  """Index in `gen` (one solution, prompt excluded) of each step's last token.
-
-  The one step rule shared by PRM labels, training and scoring: a step is a
-  non-empty line ending at the step delimiter or at EOS; blank lines right after
-  a step join it, so a final answer line followed by `\\n` and EOS ends at the EOS.
-  A trailing step with no terminator (a truncated sample) is not counted.
-  """
-  gen = np.asarray(gen)
-  term = (gen == step_id) | (gen == eos_id)
-  text = ~term & (gen != pad_id) & (gen != bos_id)
-  out, has_text = [], False
-  for j in range(len(gen)):
-    if text[j]:
-      has_text = True
-    elif term[j] and has_text and not (j + 1 < len(gen) and term[j + 1]):
-      out.append(j)
-      has_text = False
-  return out
-
-
-def find_step_ends(tokens: np.ndarray, step_id: int, eos_id: int,
-                   start: int | np.ndarray, max_steps: int | None = None,
-                   pad_id: int = 0, bos_id: int = 1) -> np.ndarray:
-  """Host-side: indices `[B, S]` of each step's last token (see `step_ends_1d`), -1 padded.
-
-  Steps start at `start` (the first token after the prompt; an int or one per
-  row); nothing after a row's first EOS counts. `S` is the most steps in any
-  row, or `max_steps` for a fixed shape.
-  """
-  tokens = np.asarray(tokens)
-  if tokens.ndim != 2:
-    raise ValueError(f"find_step_ends takes token rows [B, T], got shape {tokens.shape}.")
-  b = tokens.shape[0]
-  start = np.broadcast_to(np.asarray(start, np.int64), (b,))
-  rows = []
-  for r in range(b):
-    gen = tokens[r, start[r]:]
-    eos = np.flatnonzero(gen == eos_id)
-    gen = gen[:eos[0] + 1] if len(eos) else gen
-    rows.append([int(start[r]) + j for j in step_ends_1d(gen, step_id, eos_id, pad_id, bos_id)])
-  counts = [len(e) for e in rows]
-  s = max(counts, default=0) if max_steps is None else max_steps
-  if max(counts, default=0) > s:
-    row = int(np.argmax(counts))
-    raise ValueError(f"Row {row} has {counts[row]} steps, more than max_steps={max_steps}; "
-                     f"raise max_steps.")
-  out = np.full((b, s), -1, np.int32)
-  for r, e in enumerate(rows):
-    out[r, :len(e)] = e
-  return out
-
-
-# ---- incremental scoring (DESIGN.md "Verifier") ----
+# ---- incremental scoring (docs/design.md, "Verifier") ----
 
 @functools.partial(jax.jit, static_argnames=("graphdef", "max_len"))
 def prefill(graphdef: nnx.GraphDef, state: PyTree, tokens: jax.Array, lengths: jax.Array,

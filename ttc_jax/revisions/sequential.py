@@ -30,12 +30,14 @@ import numpy as np
 from flax import nnx
 from jax.sharding import Mesh
 
-from ttc_jax.data.tokenizer import CharTokenizer
+from ttc_jax import stats
 from ttc_jax.models import reward
 from ttc_jax.parallel import mesh as mesh_lib
 from ttc_jax.revisions import trajectories
 from ttc_jax.sampling.sampler import Sampler, pad_with_copies
 from ttc_jax.search import selection
+from ttc_jax.tasks.base import Example, Task
+from ttc_jax.tokenizers.base import Tokenizer
 
 Answer = Any
 
@@ -117,7 +119,7 @@ def ratio_groups(chain_lengths: Sequence[int], budget: int, seq_length: int) -> 
 
 # ---- generation ----
 
-def generate_chains(sampler: Sampler, params: Any, tokenizer: CharTokenizer,
+def generate_chains(sampler: Sampler, params: Any, tokenizer: Tokenizer,
                     prompts: Sequence[str], chain_lengths: Sequence[int], rng: jax.Array, *,
                     max_attempt_tokens: int, max_previous: int = trajectories.MAX_PREVIOUS,
                     temperature: float = 1.0, batch_rows: int = 512,
@@ -127,28 +129,11 @@ def generate_chains(sampler: Sampler, params: Any, tokenizer: CharTokenizer,
   Round t samples attempt t of every chain longer than t, for all prompts at
   once, in batches of at most `batch_rows` contexts (sorted by length, padded
   with copies to a power of two). `prompts` are question prompts as text
-  (`Problem.prompt`). Raises ValueError before any compute on bad settings or
+  (`Example.prompt`). Raises ValueError before any compute on bad settings or
   when the longest possible context exceeds the sampler's window.
   """
-  if not len(prompts):
-    raise ValueError("generate_chains needs at least one prompt.")
-  if not len(chain_lengths) or min(chain_lengths) < 1:
-    raise ValueError(f"chain_lengths={tuple(chain_lengths)} must be non-empty, each >= 1.")
-  if batch_rows < 1 or batch_rows & (batch_rows - 1):
-    raise ValueError(f"batch_rows={batch_rows} must be a power of two.")
-  if max_attempt_tokens < 2:
-    raise ValueError(f"max_attempt_tokens={max_attempt_tokens} must be >= 2.")
-  if temperature < 0:
-    raise ValueError(f"temperature={temperature} must be >= 0 (0 is greedy).")
-  longest = max(len(p) for p in prompts) + 1  # + BOS
-  need = trajectories.worst_case_context(longest, max_attempt_tokens,
-                                         min(max_previous, max(chain_lengths) - 1))
-  if need > sampler.context_len:
-    raise ValueError(
-        f"Revision contexts can reach {need} tokens ({longest}-token prompt + up to "
-        f"{min(max_previous, max(chain_lengths) - 1)} previous attempts of {max_attempt_tokens} "
-        f"tokens + the new one), longer than the model's window of {sampler.context_len}; raise "
-        f"the revision model's context_len or lower max_attempt_tokens or max_previous.")
+  _check_chain_args(sampler, tokenizer, prompts, chain_lengths, max_attempt_tokens,
+                    max_previous, temperature, batch_rows)
 
   num_p, num_c = len(prompts), len(chain_lengths)
   history: list[list[list[str]]] = [[[] for _ in range(num_c)] for _ in range(num_p)]
@@ -191,6 +176,30 @@ def generate_chains(sampler: Sampler, params: Any, tokenizer: CharTokenizer,
                 texts=[texts[i] for i in order], samples=samples, generated_tokens=gen_tokens)
 
 
+def _check_chain_args(sampler: Sampler, tokenizer: Tokenizer, prompts: Sequence[str],
+                      chain_lengths: Sequence[int], max_attempt_tokens: int, max_previous: int,
+                      temperature: float, batch_rows: int) -> None:
+  if not len(prompts):
+    raise ValueError("generate_chains needs at least one prompt.")
+  if not len(chain_lengths) or min(chain_lengths) < 1:
+    raise ValueError(f"chain_lengths={tuple(chain_lengths)} must be non-empty, each >= 1.")
+  if batch_rows < 1 or batch_rows & (batch_rows - 1):
+    raise ValueError(f"batch_rows={batch_rows} must be a power of two.")
+  if max_attempt_tokens < 2:
+    raise ValueError(f"max_attempt_tokens={max_attempt_tokens} must be >= 2.")
+  if temperature < 0:
+    raise ValueError(f"temperature={temperature} must be >= 0 (0 is greedy).")
+  longest = max(len(tokenizer.encode(p, bos=True)) for p in prompts)
+  need = trajectories.worst_case_context(tokenizer, longest, max_attempt_tokens,
+                                         min(max_previous, max(chain_lengths) - 1))
+  if need > sampler.context_len:
+    raise ValueError(
+        f"Revision contexts can reach {need} tokens ({longest}-token prompt + up to "
+        f"{min(max_previous, max(chain_lengths) - 1)} previous attempts of {max_attempt_tokens} "
+        f"tokens + the new one), longer than the model's window of {sampler.context_len}; raise "
+        f"the revision model's context_len or lower max_attempt_tokens or max_previous.")
+
+
 def _sample_rows(sampler: Sampler, params: Any, contexts: list[list[int]], key: jax.Array, *,
                  max_len: int, max_new_tokens: int, temperature: float,
                  mesh: Mesh | None) -> tuple[np.ndarray, np.ndarray]:
@@ -210,7 +219,7 @@ def _sample_rows(sampler: Sampler, params: Any, contexts: list[list[int]], key: 
   return np.asarray(out.tokens), np.asarray(out.lengths)
 
 
-def orm_scores(graphdef: nnx.GraphDef, state: Any, tokenizer: CharTokenizer,
+def orm_scores(graphdef: nnx.GraphDef, state: Any, tokenizer: Tokenizer,
                prompts: Sequence[str], problem: np.ndarray, tokens: np.ndarray,
                lengths: np.ndarray, batch_rows: int = 512) -> np.ndarray:
   """ORM score in [0, 1] of each attempt alone (BOS + prompt + attempt), read at its last token.
@@ -263,6 +272,43 @@ SELECTIONS: dict[str, Callable] = {"orm_hierarchical": select_hierarchical,
                                    "majority": select_majority}
 
 
+@dataclasses.dataclass
+class Grids:
+  """A sweep's attempts as `[problem][chain][step]` nested lists (see `attempt_grids`)."""
+
+  answers: list   # the task's answer of each attempt (None: none)
+  scores: list    # its ORM score
+  lengths: list   # its generated tokens
+  correct: list   # bool: its answer is right
+  attempts: list  # its token bytes (compares attempts verbatim)
+
+
+def attempt_grids(arrays: dict[str, np.ndarray], chain_lengths: Sequence[int],
+                  examples: Sequence[Example], task: Task, tokenizer: Tokenizer) -> Grids:
+  """The revisions sweep's attempt rows as grids, answers read and graded by the task.
+
+  `arrays` holds one row per attempt: `problem`, `chain`, `step`, `tokens`, `lengths` and
+  `orm` (its ORM score); answers are parsed from the decoded tokens.
+  """
+  chains = Chains(problem=arrays["problem"], chain=arrays["chain"], step=arrays["step"],
+                  tokens=arrays["tokens"], lengths=arrays["lengths"], texts=[],
+                  samples=np.zeros(0), generated_tokens=np.zeros(0))
+  answers = [task.extract_answer(tokenizer.decode(t[:n]))
+             for t, n in zip(arrays["tokens"], arrays["lengths"])]
+  num_p = len(examples)
+  a_grid = as_grid(chains, answers, num_p, chain_lengths)
+  return Grids(answers=a_grid,
+               scores=as_grid(chains, np.asarray(arrays["orm"]).tolist(), num_p,
+                              chain_lengths, 0.0),
+               lengths=as_grid(chains, np.asarray(arrays["lengths"]).tolist(), num_p,
+                               chain_lengths, 0),
+               correct=[[[task.is_correct(a, examples[q]) for a in chain] for chain in a_grid[q]]
+                        for q in range(num_p)],
+               attempts=as_grid(chains, [t[:n].tobytes() for t, n in
+                                         zip(arrays["tokens"], arrays["lengths"])],
+                                num_p, chain_lengths))
+
+
 def as_grid(chains: Chains, values: Sequence[Any], num_problems: int,
             chain_lengths: Sequence[int], fill: Any = None) -> list[list[list[Any]]]:
   """`values` (one per attempt row) as `[problem][chain][step]` nested lists."""
@@ -272,26 +318,28 @@ def as_grid(chains: Chains, values: Sequence[Any], num_problems: int,
   return grid
 
 
-def ratio_accuracy(answers_grid, scores_grid, truth: Sequence[Answer], lengths_grid,
-                   chain_lengths: Sequence[int], budget: int, seq_length: int,
+def ratio_accuracy(answers_grid, scores_grid, is_correct: Callable[[int, Answer], bool],
+                   lengths_grid, chain_lengths: Sequence[int], budget: int, seq_length: int,
                    how: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
   """Per problem: accuracy at (N, s) averaged over disjoint chain groups, samples, tokens.
 
   Each group is N/s chains cut to their first s attempts, so `samples` is exactly
   N per problem and `generated_tokens` the mean over groups of the tokens they used.
+  `is_correct(q, answer)` grades a selected answer of problem q.
   """
   if how not in SELECTIONS:
     raise ValueError(f"Unknown selection {how!r}; choose one of {sorted(SELECTIONS)}.")
   groups = ratio_groups(chain_lengths, budget, seq_length)
   pick = SELECTIONS[how]
-  acc = np.zeros((len(truth),))
-  samples = np.zeros((len(truth),), np.int64)
-  tokens = np.zeros((len(truth),))
-  for q in range(len(truth)):
+  num_p = len(answers_grid)
+  acc = np.zeros((num_p,))
+  samples = np.zeros((num_p,), np.int64)
+  tokens = np.zeros((num_p,))
+  for q in range(num_p):
     for g in groups:
       a = [answers_grid[q][c][:seq_length] for c in g]
       s = [scores_grid[q][c][:seq_length] for c in g]
-      acc[q] += pick(a, s) == truth[q]
+      acc[q] += is_correct(q, pick(a, s))
       tokens[q] += sum(sum(lengths_grid[q][c][:seq_length]) for c in g)
     samples[q] = sum(len(answers_grid[q][c][:seq_length]) for c in groups[0])
   return acc / len(groups), samples, tokens / len(groups)
@@ -371,8 +419,7 @@ def step_gains(correct_grid, steps: Sequence[int], num_boot: int = 2000,
     if not per:
       continue
     per = np.asarray(per)
-    boot = per[rng.integers(0, len(per), (num_boot, len(per)))].mean(1)
-    lo, hi = np.percentile(boot, [2.5, 97.5])
+    lo, hi = stats.bootstrap_mean_ci(per, num_boot=num_boot, rng=rng)
     out[str(i)] = {"mean": round(float(per.mean()), 4),
                    "ci95": [round(float(lo), 4), round(float(hi), 4)], "problems": len(per)}
   return out

@@ -41,13 +41,12 @@ import numpy as np
 import tqdm
 from jax.sharding import Mesh
 
-from ttc_jax.data import arithmetic
-from ttc_jax.data.tokenizer import PAD, CharTokenizer
-from ttc_jax.experiments import shards
+from ttc_jax.io import shards
 from ttc_jax.sampling.sampler import Sampler, pad_with_copies
-from ttc_jax.training import prm_labels
+from ttc_jax.tasks.base import Example, Task, fingerprint
+from ttc_jax.tokenizers.base import Tokenizer
 
-ATTEMPT_SEPARATOR = "\n\n"  # a blank line: never inside a solution (one step per line)
+ATTEMPT_SEPARATOR = "\n\n"  # a blank line: never inside a chain-arithmetic solution
 MAX_PREVIOUS = 4            # paper §6.1: up to four previous attempts in context
 TEMPERATURE = 1.0           # paper §6.1: the 64 samples per question are drawn at temperature 1
 FORMAT_VERSION = 1
@@ -62,7 +61,7 @@ ARRAYS = {  # name -> dtype of every shard array
 # ---------------------------------------------------------------------------
 
 
-def build_context(tokenizer: CharTokenizer, prompt: str, previous: Sequence[str], *,
+def build_context(tokenizer: Tokenizer, prompt: str, previous: Sequence[str], *,
                   context_len: int, max_new_tokens: int,
                   max_previous: int = MAX_PREVIOUS) -> list[int]:
   """Ids of BOS + the last `max_previous` of `previous` (each + separator) + `prompt`.
@@ -87,18 +86,19 @@ def build_context(tokenizer: CharTokenizer, prompt: str, previous: Sequence[str]
   return ids
 
 
-def worst_case_context(prompt_tokens: int, max_attempt_tokens: int, num_previous: int) -> int:
+def worst_case_context(tokenizer: Tokenizer, prompt_tokens: int, max_attempt_tokens: int,
+                       num_previous: int) -> int:
   """Tokens a context can need: prompt (with BOS), `num_previous` full attempts, the new one."""
-  per_previous = max_attempt_tokens + len(ATTEMPT_SEPARATOR)
+  per_previous = max_attempt_tokens + len(tokenizer.encode(ATTEMPT_SEPARATOR))
   return prompt_tokens + num_previous * per_previous + max_attempt_tokens
 
 
-def check_window(problems: Sequence[arithmetic.Problem], *, context_len: int,
+def check_window(problems: Sequence[Example], tokenizer: Tokenizer, *, context_len: int,
                  max_attempt_tokens: int, num_previous: int) -> None:
   """Raises ValueError, before any compute, if the longest possible context does not fit."""
-  longest = max(range(len(problems)), key=lambda i: len(problems[i].prompt))
-  need = worst_case_context(len(problems[longest].prompt) + 1, max_attempt_tokens,
-                            num_previous)  # + BOS
+  lengths = [len(tokenizer.encode(p.prompt, bos=True)) for p in problems]
+  longest = int(np.argmax(lengths))
+  need = worst_case_context(tokenizer, lengths[longest], max_attempt_tokens, num_previous)
   if need > context_len:
     raise ValueError(
         f"Revision contexts can reach {need} tokens (question {problems[longest].question!r} + "
@@ -153,8 +153,8 @@ def pair_attempts(texts: Sequence[str], correct: Sequence[bool], rng: np.random.
 # ---------------------------------------------------------------------------
 
 
-def generate_trajectories(sampler: Sampler, params: Any, problems: list[arithmetic.Problem],
-                          tokenizer: CharTokenizer, out_dir: str | os.PathLike, *,
+def generate_trajectories(sampler: Sampler, params: Any, problems: list[Example], task: Task,
+                          tokenizer: Tokenizer, out_dir: str | os.PathLike, *,
                           samples_per_question: int = 64, max_attempt_tokens: int,
                           context_len: int, max_previous: int = MAX_PREVIOUS,
                           max_chains_per_question: int = 0, shard_size: int = 25,
@@ -165,6 +165,7 @@ def generate_trajectories(sampler: Sampler, params: Any, problems: list[arithmet
   Args:
     sampler, params: the base LM (with a `mesh`, params already placed on it).
     problems: training questions; their order defines `question_index`.
+    task, tokenizer: grade the samples; encode and decode the chains.
     out_dir: where `manifest.json` and `shard-NNNNN.npz` go; complete shards are skipped.
     samples_per_question: base-LM samples per question (64 in the paper).
     max_attempt_tokens: most tokens (EOS included) of one attempt, here and at test time.
@@ -189,7 +190,7 @@ def generate_trajectories(sampler: Sampler, params: Any, problems: list[arithmet
       "context_len": context_len, "max_previous": max_previous,
       "max_chains_per_question": max_chains_per_question, "seed": seed,
       "temperature": TEMPERATURE, "separator": ATTEMPT_SEPARATOR,
-      "questions_sha256": prm_labels.questions_fingerprint(problems),
+      "questions_sha256": fingerprint(problems),
   }
   shards.open_manifest(out_dir, manifest, "revision training-data")
   num_shards = manifest["num_shards"]
@@ -197,7 +198,7 @@ def generate_trajectories(sampler: Sampler, params: Any, problems: list[arithmet
   start = time.time()
   for i in tqdm.tqdm(todo, desc="revision data", unit="shard", disable=not progress):
     lo = i * shard_size
-    arrays = _shard(sampler, params, problems[lo:lo + shard_size], lo, tokenizer,
+    arrays = _shard(sampler, params, problems[lo:lo + shard_size], lo, task, tokenizer,
                     jax.random.fold_in(jax.random.key(seed), i), seed=seed,
                     samples_per_question=samples_per_question,
                     max_attempt_tokens=max_attempt_tokens, context_len=context_len,
@@ -239,7 +240,7 @@ def training_arrays(data: dict[str, np.ndarray], multiple: int = 16) -> dict[str
   return {"tokens": data["tokens"][:, :width], "loss_mask": mask.astype(np.float32)}
 
 
-def bucketed_batches(arrays: dict[str, np.ndarray], batch_size: int, seed: int,
+def bucketed_batches(arrays: dict[str, np.ndarray], batch_size: int, seed: int, pad_id: int,
                      widths: Sequence[int] = (64, 128, 192)
                      ) -> Callable[[int], dict[str, np.ndarray]]:
   """`batch_fn(step)` whose batches hold chains of one length class, cut to that class's width.
@@ -257,7 +258,7 @@ def bucketed_batches(arrays: dict[str, np.ndarray], batch_size: int, seed: int,
   if not len(arrays["tokens"]):
     raise ValueError("bucketed_batches got no revision chains.")
   full = arrays["tokens"].shape[1]
-  used = (arrays["loss_mask"] > 0) | (arrays["tokens"] != PAD)
+  used = (arrays["loss_mask"] > 0) | (arrays["tokens"] != pad_id)
   lengths = np.where(used.any(1), used.shape[1] - np.argmax(used[:, ::-1], axis=1), 0)
   edges = sorted({min(int(w), full) for w in widths if int(w) > 0} | {full})
   which = np.searchsorted(edges, lengths)  # the narrowest class that holds the chain
@@ -291,8 +292,8 @@ def bucketed_batches(arrays: dict[str, np.ndarray], batch_size: int, seed: int,
   return batch_fn
 
 
-def _shard(sampler: Sampler, params: Any, problems: Sequence[arithmetic.Problem],
-           first_index: int, tokenizer: CharTokenizer, key: jax.Array, *, seed: int,
+def _shard(sampler: Sampler, params: Any, problems: Sequence[Example], first_index: int,
+           task: Task, tokenizer: Tokenizer, key: jax.Array, *, seed: int,
            samples_per_question: int, max_attempt_tokens: int, context_len: int,
            max_previous: int, max_chains: int, mesh: Mesh | None) -> dict[str, np.ndarray]:
   """Samples one shard's solutions and turns its correct ones into chains."""
@@ -307,7 +308,7 @@ def _shard(sampler: Sampler, params: Any, problems: Sequence[arithmetic.Problem]
   for q, prob in enumerate(problems):
     sl = range(q * s, (q + 1) * s)
     texts = [tokenizer.decode(gen[r, :lengths[r]]) for r in sl]
-    ok = [bool(finished[r]) and arithmetic.answer_correct(prob, t) for r, t in zip(sl, texts)]
+    ok = [bool(finished[r]) and task.grade(t, prob) for r, t in zip(sl, texts)]
     sample_ok.extend(ok)
     rng = np.random.default_rng([seed, first_index + q])
     for previous, final in pair_attempts(texts, ok, rng, max_previous=max_previous,
@@ -350,13 +351,10 @@ def _check_args(sampler, problems, tokenizer, samples_per_question, max_attempt_
                       ("max_chains_per_question", max_chains, 0)):
     if v < lo:
       raise ValueError(f"{name} must be >= {lo}, got {v}.")
-  ids = (sampler.eos_id, sampler.pad_id)
-  if ids != (tokenizer.eos_id, tokenizer.pad_id):
-    raise ValueError(f"Sampler ids (eos, pad) = {ids} differ from the tokenizer's "
-                     f"{(tokenizer.eos_id, tokenizer.pad_id)}; build the sampler with it.")
-  check_window(problems, context_len=context_len, max_attempt_tokens=max_attempt_tokens,
-               num_previous=max_previous)
-  longest = max(len(p.prompt) for p in problems) + 1
+  sampler.check_tokenizer(tokenizer)
+  check_window(problems, tokenizer, context_len=context_len,
+               max_attempt_tokens=max_attempt_tokens, num_previous=max_previous)
+  longest = max(len(tokenizer.encode(p.prompt, bos=True)) for p in problems)
   if longest >= sampler.context_len:
     raise ValueError(f"A {longest}-token prompt leaves the base LM (window "
                      f"{sampler.context_len}) no room to answer; use shorter questions.")

@@ -30,6 +30,7 @@ from flax import struct
 from jax.sharding import Mesh
 
 from ttc_jax.parallel import mesh as mesh_lib
+from ttc_jax.tokenizers.base import Tokenizer
 
 STOP_MODES = ("step", "eos", "none")
 DEFAULT_BUCKETS = (16, 32, 64, 128, 256, 512, 1024, 2048)
@@ -112,7 +113,8 @@ class Sampler:
   Attributes:
     apply_fn: pure `(params, tokens [B,T], positions [B,T], cache) -> (logits [B,T,V], cache)`.
     init_cache: `(batch, max_len) -> cache` of zeros.
-    eos_id, step_id, pad_id: special token ids; `step_id` ends a step.
+    eos_id, pad_id: special token ids.
+    step_ids: the ids that end a step (`Tokenizer.step_ids` of the task's delimiter).
     context_len: the model's context window; `max_len` may not exceed it.
     buckets: prompt-length buckets (prompts are right-padded to the next one).
   """
@@ -120,20 +122,32 @@ class Sampler:
   apply_fn: Callable
   init_cache: Callable
   eos_id: int
-  step_id: int
+  step_ids: tuple[int, ...]
   pad_id: int
   context_len: int
   buckets: tuple[int, ...] = DEFAULT_BUCKETS
 
   @classmethod
-  def for_transformer(cls, graphdef, cfg, tokenizer, buckets=DEFAULT_BUCKETS) -> "Sampler":
+  def for_transformer(cls, graphdef, cfg, tokenizer: Tokenizer, step_delimiter: str,
+                      buckets=DEFAULT_BUCKETS) -> "Sampler":
+    """A sampler over `models.transformer` that stops steps at `step_delimiter`."""
     from ttc_jax.models import transformer  # pylint: disable=g-import-not-at-top
     return cls(apply_fn=functools.partial(transformer.apply, graphdef),
                init_cache=cfg.init_cache, eos_id=tokenizer.eos_id,
-               step_id=tokenizer.step_id, pad_id=tokenizer.pad_id,
+               step_ids=tokenizer.step_ids(step_delimiter), pad_id=tokenizer.pad_id,
                context_len=cfg.max_len, buckets=tuple(buckets))
 
   # ---- host-side helpers (validation and padding happen here, before jit) ----
+
+  def check_tokenizer(self, tokenizer: Tokenizer, step_delimiter: str | None = None) -> None:
+    """Raises ValueError unless this sampler's special (and step) ids are `tokenizer`'s."""
+    ids = (self.eos_id, self.pad_id)
+    want = (tokenizer.eos_id, tokenizer.pad_id)
+    if step_delimiter is not None:
+      ids, want = ids + (self.step_ids,), want + (tokenizer.step_ids(step_delimiter),)
+    if ids != want:
+      raise ValueError(f"Sampler ids (eos, pad[, step]) = {ids} differ from the tokenizer's "
+                       f"{want}; build the sampler with this tokenizer and step delimiter.")
 
   def bucket(self, length: int) -> int:
     for b in self.buckets:
@@ -230,7 +244,7 @@ class Sampler:
       new_pos = st.positions + active.astype(jnp.int32)
       hit = tok == self.eos_id
       if stop == "step":
-        hit = hit | (tok == self.step_id)
+        hit = hit | jnp.isin(tok, jnp.asarray(self.step_ids, jnp.int32))
       if stop == "none":
         hit = jnp.zeros_like(hit)
       stopped = stopped | (active & hit)

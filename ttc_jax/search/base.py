@@ -10,7 +10,7 @@ FLOPs tables pick up a new strategy from one file and one decorator:
 
 `prompts` are token prompts, one per problem (many problems per call).
 `SearchResult` carries the candidates, their per-step verifier scores, the
-selected answers and exact compute counts (DESIGN.md "Compute accounting"):
+selected answers and exact compute counts (docs/design.md, "Compute accounting"):
 what the strategy spent, never a formula guessed from the config. All
 validation (`validate_*`) runs on the host before any compute.
 """
@@ -26,11 +26,11 @@ import numpy as np
 from flax import nnx
 from jax.sharding import Mesh
 
-from ttc_jax.data import arithmetic
-from ttc_jax.data.tokenizer import CharTokenizer
 from ttc_jax.models import reward
 from ttc_jax.sampling.sampler import Sampler
 from ttc_jax.search import selection
+from ttc_jax.tasks.base import Task
+from ttc_jax.tokenizers.base import Tokenizer
 
 Answer = Hashable | None
 SELECTIONS = ("weighted", "naive", "majority")
@@ -40,11 +40,16 @@ SELECTIONS = ("weighted", "naive", "majority")
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class Policy:
-  """The base LM that proposes solutions: a `Sampler`, its params and tokenizer."""
+  """The base LM that proposes solutions: a `Sampler`, its params, tokenizer and task.
+
+  The task's step delimiter marks the steps a PRM scores, and its `extract_answer`
+  reads each candidate's final answer.
+  """
 
   sampler: Sampler
   params: Any
-  tokenizer: CharTokenizer
+  tokenizer: Tokenizer
+  task: Task
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -65,7 +70,7 @@ class Verifier:
     return reward.step_scores(self.graphdef, self.state, tokens, step_ends)
 
   def prefill(self, tokens: jax.Array, lengths: jax.Array, max_len: int) -> reward.ScoreState:
-    """Encodes right-padded prompts once (incremental scoring, DESIGN.md "Verifier")."""
+    """Encodes right-padded prompts once (incremental scoring, docs/design.md, "Verifier")."""
     return reward.prefill(self.graphdef, self.state, tokens, lengths, max_len)
 
   def extend(self, score_state: reward.ScoreState, new_tokens: jax.Array,
@@ -88,7 +93,6 @@ class SearchConfig:
     max_step_tokens: most tokens one beam-search step may generate.
     lookahead: k of lookahead search (paper §5.2: k ∈ {1, 3}), the greedy
       rollout steps whose end scores the current step.
-    answer_fn: parses a solution's text into its final answer (None if absent).
     mesh: problems (each with all its samples/beams) shard over this mesh's
       `data` axis; None runs on the default device.
   """
@@ -102,7 +106,6 @@ class SearchConfig:
   max_rounds: int = 40
   max_step_tokens: int = 32
   lookahead: int = 1
-  answer_fn: Callable[[str], Answer] = arithmetic.extract_answer
   mesh: Mesh | None = None
 
 
@@ -148,12 +151,12 @@ class SearchResult:
                budget_used=np.asarray(budget_used, np.int64))
 
   def add_problem(self, gen: np.ndarray, lengths: np.ndarray, per_step: np.ndarray,
-                  num_steps: np.ndarray, verifier: "Verifier", tokenizer: Any,
+                  num_steps: np.ndarray, verifier: "Verifier", policy: Policy,
                   config: "SearchConfig") -> None:
     """Appends one problem's final candidates: scores, texts, answers and the selection."""
     scores = reward.aggregate(per_step, num_steps, verifier.aggregation)
-    texts = [tokenizer.decode(g[:n]) for g, n in zip(gen, lengths)]
-    answers = [config.answer_fn(t) for t in texts]
+    texts = [policy.tokenizer.decode(g[:n]) for g, n in zip(gen, lengths)]
+    answers = [policy.task.extract_answer(t) for t in texts]
     self.tokens.append(gen)
     self.lengths.append(np.asarray(lengths, np.int64))
     self.texts.append(texts)
@@ -205,7 +208,6 @@ def check_budget(name: str, budget: int, config: "SearchConfig") -> None:
 
 def get(name: str) -> SearchFn:
   """The search function registered as `name`."""
-  _import_builtins()
   if name not in _REGISTRY:
     raise ValueError(f"Unknown search strategy {name!r}; registered: {registered()}.")
   return _REGISTRY[name]
@@ -213,14 +215,7 @@ def get(name: str) -> SearchFn:
 
 def registered() -> list[str]:
   """Names of all registered strategies, sorted."""
-  _import_builtins()
   return sorted(_REGISTRY)
-
-
-def _import_builtins() -> None:
-  # The built-in strategies register themselves on import.
-  # pylint: disable-next=g-import-not-at-top,unused-import
-  from ttc_jax.search import beam, best_of_n, dvts, lookahead
 
 
 # ---- validation (host-side, before any compute) ----

@@ -21,7 +21,7 @@ rows contiguous), so every round runs the same compiled shapes, and with a mesh
 the rows shard over `data` with each problem's beams on one device; the gather
 is batched over problems, so it moves no rows between devices.
 
-Budget (DESIGN.md "Budget fairness"): a *generation* is one row decoding one
+Budget (docs/design.md, "Budget fairness"): a *generation* is one row decoding one
 step; every round spends at most N generations per problem. A beam that ends
 (EOS or the length limit) stays in the pool as a final candidate, is never
 expanded, and keeps its row: with F finished beams the round keeps
@@ -53,8 +53,10 @@ from ttc_jax.models import reward
 from ttc_jax.parallel import mesh as mesh_lib
 from ttc_jax.search import base
 
-# pool(alive, finished, scores) for one problem's rows [N] -> (src, alive, finished, expand).
-PoolFn = Callable[[jax.Array, jax.Array, jax.Array], tuple[jax.Array, ...]]
+# pool(m, alive, finished, scores) for one problem's rows [N] -> (src, alive, finished, expand).
+PoolFn = Callable[[int, jax.Array, jax.Array, jax.Array], tuple[jax.Array, ...]]
+# finals(m, alive, scores) on the host -> the rows of one problem's final pool.
+FinalsFn = Callable[[int, np.ndarray, np.ndarray], np.ndarray]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,13 +66,16 @@ class Tree:
   Attributes:
     n: rows per problem (beam search: the budget N).
     m: beam width M (children per parent).
-    pool: 'beam' (global top N/M parents) or 'dvts' (the best of each subtree of M rows).
+    pool: the rule that picks each round's parents: `beam_pool` (global top N/M) or
+      `dvts.subtree_pool` (the best of each subtree of M rows).
+    finals: the rule that picks the final candidates (`all_alive`, `dvts.subtree_finals`).
     lookahead: k greedy rollout steps whose end scores each new step (0: the step itself).
   """
 
   n: int
   m: int
-  pool: str = "beam"
+  pool: "PoolFn"
+  finals: "FinalsFn"
   lookahead: int = 0
 
 
@@ -125,19 +130,10 @@ def beam_pool(m: int, alive, finished, scores):
                                                              False))
 
 
-def _pool_fn(tree: Tree) -> PoolFn:
-  if tree.pool == "beam":
-    return functools.partial(beam_pool, tree.m)
-  from ttc_jax.search import dvts  # pylint: disable=g-import-not-at-top
-  return functools.partial(dvts.subtree_pool, tree.m)
-
-
-def final_candidates(tree: Tree, alive: np.ndarray, scores: np.ndarray) -> np.ndarray:
-  """Host-side: one problem's rows that form its final pool (beam: every alive row)."""
-  if tree.pool == "beam":
-    return np.flatnonzero(alive)
-  from ttc_jax.search import dvts  # pylint: disable=g-import-not-at-top
-  return dvts.subtree_finals(tree.m, alive, scores)
+def all_alive(m: int, alive: np.ndarray, scores: np.ndarray) -> np.ndarray:
+  """Host-side: beam search's final pool is every alive row of the problem."""
+  del m, scores
+  return np.flatnonzero(alive)
 
 
 # ---- jitted pieces of a round ----
@@ -176,7 +172,7 @@ def _update(book: Book, counts: Counts, state, score_state, logit: jax.Array,
   if not select:
     return book, counts, state, score_state
   scores = reward.aggregate(book.hist, book.num_steps, aggregation, xp=jnp)
-  src, alive, finished, expand = jax.vmap(_pool_fn(tree))(
+  src, alive, finished, expand = jax.vmap(functools.partial(tree.pool, tree.m))(
       _rows(book.alive, n), _rows(book.finished, n), _rows(scores, n))
   hist, num_steps, state, score_state = gather_rows(
       (book.hist, book.num_steps, state, score_state), src, n)
@@ -209,7 +205,7 @@ def tree_search(prompts: Sequence[Sequence[int]], policy: base.Policy, verifier:
   """Runs a validated tree search (see the module docstring) on every problem at once."""
   num_problems = len(prompts)
   padded = base.pad_problems(prompts, config.mesh)
-  n, sampler, tok = tree.n, policy.sampler, policy.tokenizer
+  n, sampler = tree.n, policy.sampler
   toks, lens = sampler.pad_prompts(padded, max_len)
   toks, lens = toks[:len(padded)], lens[:len(padded)]
   if config.mesh is not None:
@@ -240,8 +236,7 @@ def tree_search(prompts: Sequence[Sequence[int]], policy: base.Policy, verifier:
         score_state, step_block(out.tokens, out.lengths, config.max_step_tokens), out.lengths)
     extra_gens = extra_tokens = jnp.zeros_like(out.lengths)
     if tree.lookahead:
-      from ttc_jax.search import lookahead  # pylint: disable=g-import-not-at-top
-      logit, extra_gens, extra_tokens = lookahead.rollout(
+      logit, extra_gens, extra_tokens = rollout(
           decode, verifier, state, score_state, book.expand, tree.lookahead, key,
           config.max_step_tokens)
     last = r + 1 == config.max_rounds
@@ -251,11 +246,31 @@ def tree_search(prompts: Sequence[Sequence[int]], policy: base.Policy, verifier:
     if last or not bool(book.expand.any()):  # a global reduction: fine on every host
       break
 
-  return _result(tree, state, book, counts, prompts, tok, verifier, config)
+  return _result(tree, state, book, counts, prompts, policy, verifier, config)
 
 
-def _result(tree: Tree, state, book: Book, counts: Counts, prompts, tok, verifier,
-            config: base.SearchConfig) -> base.SearchResult:
+def rollout(decode: Callable, verifier: base.Verifier, state, score_state, expand: jax.Array,
+            k: int, rng: jax.Array, max_step_tokens: int
+            ) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """Lookahead (paper §5.2): greedy k-step rollouts of the rows in `expand` that have not ended.
+
+  Returns the PRM logit at each rollout's end (the step's own logit where no
+  rollout ran), and per row the rollout steps and tokens generated.
+  """
+  st = state.replace(done=state.done | ~expand)
+  sc = score_state
+  gens = tokens = jnp.zeros(expand.shape, jnp.int32)
+  for j in range(k):
+    gens = gens + (~st.done).astype(jnp.int32)
+    st, out = decode(st, jax.random.fold_in(rng, j + 1), temperature=0.0, top_p=1.0)
+    sc, _ = verifier.extend(sc, step_block(out.tokens, out.lengths, max_step_tokens),
+                            out.lengths)
+    tokens = tokens + out.lengths
+  return sc.logit, gens, tokens
+
+
+def _result(tree: Tree, state, book: Book, counts: Counts, prompts, policy: base.Policy,
+            verifier, config: base.SearchConfig) -> base.SearchResult:
   """The final pool of each (real, not padding) problem and the selected answers."""
   n, num_problems = tree.n, len(prompts)
   rows, positions, book, counts = mesh_lib.to_host((state.tokens, state.positions, book, counts))
@@ -267,14 +282,14 @@ def _result(tree: Tree, state, book: Book, counts: Counts, prompts, tok, verifie
                                    host(counts.verified), host(counts.budget_used))
   for q, prompt in enumerate(prompts):
     sl = slice(q * n, (q + 1) * n)
-    keep = q * n + final_candidates(tree, alive[sl], scores[sl])
+    keep = q * n + tree.finals(tree.m, alive[sl], scores[sl])
     start = len(prompt)
     lengths = positions[keep] - start
-    gen = np.full((len(keep), int(lengths.max(initial=0))), tok.pad_id, np.int32)
+    gen = np.full((len(keep), int(lengths.max(initial=0))), policy.tokenizer.pad_id, np.int32)
     for i, (row, length) in enumerate(zip(rows[keep], lengths)):
       gen[i, :length] = row[start:start + length]
     per_step = hist[keep, :int(num_steps[keep].max(initial=0))]
-    result.add_problem(gen, lengths, per_step, num_steps[keep], verifier, tok, config)
+    result.add_problem(gen, lengths, per_step, num_steps[keep], verifier, policy, config)
   return result
 
 
@@ -288,5 +303,6 @@ def beam_search(prompts: Sequence[Sequence[int]], policy: base.Policy, verifier:
                 budget: int, config: base.SearchConfig, rng: jax.Array) -> base.SearchResult:
   """Beam search with budget N = `budget` and width M = `config.beam_width` (paper §5.2)."""
   max_len = base.validate(prompts, policy, verifier, budget, config)
-  tree = Tree(n=int(budget), m=base.beam_width(budget, config))
+  tree = Tree(n=int(budget), m=base.beam_width(budget, config), pool=beam_pool,
+              finals=all_alive)
   return tree_search(prompts, policy, verifier, tree, config, rng, max_len)

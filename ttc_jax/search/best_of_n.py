@@ -19,9 +19,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ttc_jax.models import reward
 from ttc_jax.parallel import mesh as mesh_lib
 from ttc_jax.search import base
+from ttc_jax.tokenizers import base as tokenizers
 
 
 @base.register("best_of_n")
@@ -38,10 +38,10 @@ def best_of_n(prompts: Sequence[Sequence[int]], policy: base.Policy, verifier: b
   lengths = lengths.astype(np.int64)
   prompt_len = np.repeat([len(p) for p in padded], n).astype(np.int64)
 
-  # Step ends by the rule PRM labels use; a fixed width (a step has >= 2 tokens)
-  # keeps the verifier's compiled shape constant.
-  ends = reward.find_step_ends(rows, tok.step_id, tok.eos_id, prompt_len,
-                               max_steps=max_len // 2 + 1, pad_id=tok.pad_id, bos_id=tok.bos_id)
+  # Step ends by the rule PRM labels use; a fixed width (a step has >= 1 token) keeps the
+  # verifier's compiled shape constant.
+  ends = tokenizers.find_step_ends(rows, tok, policy.task.step_delimiter, prompt_len,
+                                   max_steps=max_len)
   inputs = (rows, ends)
   if config.mesh is not None:
     inputs = mesh_lib.shard_batch(inputs, config.mesh)
@@ -58,5 +58,5 @@ def best_of_n(prompts: Sequence[Sequence[int]], policy: base.Policy, verifier: b
     s = int(num_steps[sl].max(initial=0))
     per_step = np.where(ends[sl, :s] >= 0, step_scores[sl, :s], np.nan).astype(np.float32)
     result.add_problem(gen[sl, :int(lengths[sl].max(initial=0))], lengths[sl], per_step,
-                       num_steps[sl], verifier, tok, config)
+                       num_steps[sl], verifier, policy, config)
   return result

@@ -55,5 +55,6 @@ def dvts(prompts: Sequence[Sequence[int]], policy: base.Policy, verifier: base.V
          budget: int, config: base.SearchConfig, rng: jax.Array) -> base.SearchResult:
   """DVTS with budget N = `budget` in N / M subtrees of width M = `config.beam_width`."""
   max_len = base.validate(prompts, policy, verifier, budget, config)
-  tree = beam.Tree(n=int(budget), m=base.beam_width(budget, config), pool="dvts")
+  tree = beam.Tree(n=int(budget), m=base.beam_width(budget, config), pool=subtree_pool,
+                   finals=subtree_finals)
   return beam.tree_search(prompts, policy, verifier, tree, config, rng, max_len)

@@ -16,33 +16,12 @@ include every rollout step.
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Sequence
 
 import jax
-import jax.numpy as jnp
 
 from ttc_jax.search import base
 from ttc_jax.search import beam
-
-
-def rollout(decode: Callable, verifier: base.Verifier, state, score_state, expand: jax.Array,
-            k: int, rng: jax.Array, max_step_tokens: int
-            ) -> tuple[jax.Array, jax.Array, jax.Array]:
-  """Greedy k-step rollouts of the rows in `expand` that have not ended.
-
-  Returns the PRM logit at each rollout's end (the step's own logit where no
-  rollout ran), and per row the rollout steps and tokens generated.
-  """
-  st = state.replace(done=state.done | ~expand)
-  sc = score_state
-  gens = tokens = jnp.zeros(expand.shape, jnp.int32)
-  for j in range(k):
-    gens = gens + (~st.done).astype(jnp.int32)
-    st, out = decode(st, jax.random.fold_in(rng, j + 1), temperature=0.0, top_p=1.0)
-    sc, _ = verifier.extend(sc, beam.step_block(out.tokens, out.lengths, max_step_tokens),
-                            out.lengths)
-    tokens = tokens + out.lengths
-  return sc.logit, gens, tokens
 
 
 def num_beams(budget: int, config: base.SearchConfig) -> int:
@@ -76,5 +55,6 @@ def lookahead_search(prompts: Sequence[Sequence[int]], policy: base.Policy,
   """Lookahead search with k = `config.lookahead` at generation budget B = `budget`."""
   max_len = base.validate(prompts, policy, verifier, budget, config)
   n = num_beams(budget, config)
-  tree = beam.Tree(n=n, m=base.beam_width(n, config), lookahead=config.lookahead)
+  tree = beam.Tree(n=n, m=base.beam_width(n, config), pool=beam.beam_pool,
+                   finals=beam.all_alive, lookahead=config.lookahead)
   return beam.tree_search(prompts, policy, verifier, tree, config, rng, max_len)

@@ -22,16 +22,14 @@ shards an uninterrupted run would have (on the same devices and mesh: the mesh's
 records the job so a resumed run can prove it is the same one; it cannot see
 the model, so resume with the same checkpoint.
 
-Step convention (shared with `arithmetic.split_steps`): a step is a non-empty
-line; it ends at its '\\n' or at EOS, and blank lines after it belong to it, so a
-finished solution's last step ends at its EOS token. A truncated solution (no EOS
-within `max_len`) keeps only its complete lines as steps, and all of them get
+Steps follow the one rule of `tokenizers.base` for the task's delimiter: a
+finished solution's last step ends at its EOS token; a truncated solution (no
+EOS within `max_len`) keeps only its complete steps, and all of them get
 rollouts.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 import time
 from typing import Any, Sequence
@@ -41,11 +39,11 @@ import numpy as np
 import tqdm
 from jax.sharding import Mesh
 
-from ttc_jax.data import arithmetic
-from ttc_jax.data.tokenizer import CharTokenizer
-from ttc_jax.experiments import shards
-from ttc_jax.models import reward
+from ttc_jax import stats
+from ttc_jax.io import shards
 from ttc_jax.sampling.sampler import Sampler, pad_with_copies
+from ttc_jax.tasks.base import Example, Task, fingerprint
+from ttc_jax.tokenizers.base import Tokenizer
 
 TEMPERATURE = 1.0  # paper §5.1: solutions and rollouts are sampled at temperature 1.
 FORMAT_VERSION = 1
@@ -61,8 +59,8 @@ ARRAYS = {  # name -> dtype of every shard array
 # ---------------------------------------------------------------------------
 
 
-def generate_labels(sampler: Sampler, params: Any, problems: list[arithmetic.Problem],
-                    tokenizer: CharTokenizer, out_dir: str | os.PathLike, *,
+def generate_labels(sampler: Sampler, params: Any, problems: list[Example], task: Task,
+                    tokenizer: Tokenizer, out_dir: str | os.PathLike, *,
                     num_solutions: int = 16, num_rollouts: int = 16, shard_size: int = 8,
                     max_len: int, seed: int = 0, prefixes_per_batch: int = 64,
                     mesh: Mesh | None = None, progress: bool = True) -> dict[str, Any]:
@@ -71,7 +69,8 @@ def generate_labels(sampler: Sampler, params: Any, problems: list[arithmetic.Pro
   Args:
     sampler, params: the base LM (with a `mesh`, params already placed on it).
     problems: training questions; their order defines `question_index`.
-    tokenizer: the tokenizer the LM was trained with (prompts are BOS + question).
+    task: grades answers and names the step delimiter.
+    tokenizer: the tokenizer the LM was trained with (prompts are BOS + prompt).
     out_dir: where `manifest.json` and `shard-NNNNN.npz` go. Complete shards are
       skipped, so rerunning after a kill finishes the job.
     num_solutions, num_rollouts: per question / per step (16 and 16 in the paper).
@@ -88,15 +87,15 @@ def generate_labels(sampler: Sampler, params: Any, problems: list[arithmetic.Pro
     fraction_correct, mean_label; plus this call's shards_written, shards_skipped,
     rollouts, seconds and rollouts_per_s.
   """
-  _check_args(sampler, problems, tokenizer, num_solutions, num_rollouts, shard_size, max_len,
-              prefixes_per_batch)
+  _check_args(sampler, problems, task, tokenizer, num_solutions, num_rollouts, shard_size,
+              max_len, prefixes_per_batch)
   os.makedirs(out_dir, exist_ok=True)
   manifest = {
       "format_version": FORMAT_VERSION, "num_questions": len(problems),
       "num_shards": -(-len(problems) // shard_size), "shard_size": shard_size,
       "num_solutions": num_solutions, "num_rollouts": num_rollouts, "max_len": max_len,
       "seed": seed, "prefixes_per_batch": prefixes_per_batch, "temperature": TEMPERATURE,
-      "questions_sha256": questions_fingerprint(problems),
+      "questions_sha256": fingerprint(problems),
   }
   # Also drops the torn writes of a killed run.
   shards.open_manifest(out_dir, manifest, "PRM label", where="out_dir")
@@ -109,8 +108,8 @@ def generate_labels(sampler: Sampler, params: Any, problems: list[arithmetic.Pro
   for i in todo:
     lo = i * shard_size
     key = jax.random.fold_in(jax.random.key(seed), i)
-    arrays, n_roll = _label_shard(sampler, params, problems[lo:lo + shard_size], lo, tokenizer,
-                                  key, num_solutions=num_solutions, num_rollouts=num_rollouts,
+    arrays, n_roll = _label_shard(sampler, params, problems[lo:lo + shard_size], lo, task,
+                                  tokenizer, key, num_solutions=num_solutions, num_rollouts=num_rollouts,
                                   max_len=max_len, prefixes_per_batch=prefixes_per_batch,
                                   mesh=mesh)
     if jax.process_index() == 0:
@@ -154,62 +153,12 @@ def load_labels(out_dir: str | os.PathLike) -> dict[str, np.ndarray]:
   return out
 
 
-def auroc(scores: Sequence[float] | np.ndarray, labels: Sequence[bool] | np.ndarray) -> float:
-  """Area under the ROC curve by the rank-sum (Mann-Whitney U) formula, ties averaged.
-
-  `labels` are binary (bool or 0/1). Returns NaN when only one class is present.
-  """
-  s = np.asarray(scores, np.float64).ravel()
-  y = np.asarray(labels).ravel()
-  if s.shape != y.shape:
-    raise ValueError(f"auroc: {s.size} scores but {y.size} labels; pass one label per score.")
-  if s.size == 0:
-    raise ValueError("auroc: no scores given.")
-  if np.isnan(s).any():
-    raise ValueError("auroc: scores contain NaN; drop or fill them first.")
-  if not np.isin(y, (0, 1)).all():
-    raise ValueError(f"auroc: labels must be binary (bool or 0/1), got values {np.unique(y)[:5]}.")
-  y = y.astype(bool)
-  n_pos, n_neg = int(y.sum()), int((~y).sum())
-  if n_pos == 0 or n_neg == 0:
-    return float("nan")
-  _, inverse, counts = np.unique(s, return_inverse=True, return_counts=True)
-  avg_rank = np.cumsum(counts) - (counts - 1) / 2.0  # 1-based mean rank of each tie group
-  ranks = avg_rank[inverse]
-  return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
-
-
-def within_group_auroc(scores: Sequence[float] | np.ndarray, labels: Sequence[bool] | np.ndarray,
-                       groups: Sequence[int] | np.ndarray) -> float:
-  """AUROC over (positive, negative) pairs from the same group only, pooled over groups.
-
-  With groups = questions, this asks what search asks of a PRM (paper §5.2): among
-  sibling steps of one question, does the correct one score higher? A plain AUROC
-  also rewards telling easy questions from hard ones. NaN if no group has both classes.
-  """
-  s = np.asarray(scores, np.float64).ravel()
-  y = np.asarray(labels).ravel().astype(bool)
-  g = np.asarray(groups).ravel()
-  if not s.shape == y.shape == g.shape:
-    raise ValueError(f"within_group_auroc: {s.size} scores, {y.size} labels and {g.size} "
-                     f"groups; pass one label and one group per score.")
-  wins = pairs = 0.0
-  for key in np.unique(g):
-    m = g == key
-    n_pos, n_neg = int(y[m].sum()), int((~y[m]).sum())
-    if n_pos and n_neg:
-      a = auroc(s[m], y[m])
-      wins += a * n_pos * n_neg
-      pairs += n_pos * n_neg
-  return wins / pairs if pairs else float("nan")
-
-
-def step_label_auroc(data: dict[str, np.ndarray], problems: list[arithmetic.Problem],
-                     tokenizer: CharTokenizer) -> float:
-  """AUROC of the MC soft labels for the exact per-step checker, over all steps.
+def step_label_auroc(data: dict[str, np.ndarray], problems: list[Example], task: Task,
+                     tokenizer: Tokenizer) -> float:
+  """AUROC of the MC soft labels for the task's exact per-step checker, over all steps.
 
   Measures PRM label quality (paper §5.1 uses MC labels in place of human ones):
-  a step is positive iff `arithmetic.step_correct` accepts it.
+  a step is positive iff `task.step_correct` accepts it. NaN for a task with no checker.
   """
   scores, truth = [], []
   for r in range(len(data["tokens"])):
@@ -219,21 +168,15 @@ def step_label_auroc(data: dict[str, np.ndarray], problems: list[arithmetic.Prob
                        "passed; pass the problem list the labels were generated from.")
     n = int(data["num_steps"][r])
     text = tokenizer.decode(data["tokens"][r, int(data["prompt_len"][r]):])
-    ok = arithmetic.step_correct(problems[q], text)
+    ok = task.step_correct(problems[q], text)
+    if ok is None:
+      return float("nan")
     if len(ok) < n:
       raise ValueError(f"Row {r} has {n} labelled steps but its text has only {len(ok)} lines "
                        "(a different tokenizer, or tampered labels?).")
     scores.extend(data["labels"][r, :n].tolist())
     truth.extend(ok[:n])
-  return auroc(scores, truth)
-
-
-def questions_fingerprint(problems: Sequence[arithmetic.Problem]) -> str:
-  """sha256 of the ordered (question, answer, level) list."""
-  h = hashlib.sha256()
-  for p in problems:
-    h.update(f"{p.question}|{p.answer}|{p.level}\n".encode())
-  return h.hexdigest()
+  return stats.auroc(scores, truth)
 
 
 # ---------------------------------------------------------------------------
@@ -241,8 +184,8 @@ def questions_fingerprint(problems: Sequence[arithmetic.Problem]) -> str:
 # ---------------------------------------------------------------------------
 
 
-def _label_shard(sampler: Sampler, params: Any, problems: Sequence[arithmetic.Problem],
-                 first_index: int, tokenizer: CharTokenizer, key: jax.Array, *,
+def _label_shard(sampler: Sampler, params: Any, problems: Sequence[Example], first_index: int,
+                 task: Task, tokenizer: Tokenizer, key: jax.Array, *,
                  num_solutions: int, num_rollouts: int, max_len: int,
                  prefixes_per_batch: int, mesh: Mesh | None) -> tuple[dict[str, np.ndarray], int]:
   """Samples solutions for one shard of questions and labels every step by rollouts."""
@@ -262,14 +205,14 @@ def _label_shard(sampler: Sampler, params: Any, problems: Sequence[arithmetic.Pr
   for r in range(n):
     p0, prob = int(prompt_len[r]), problems[qidx[r]]
     gen = tokens[r, p0:p0 + int(lengths[r])]
-    e = [p0 + j for j in solution_step_ends(gen, sampler, tokenizer)]
-    correct[r] = arithmetic.answer_correct(prob, tokenizer.decode(gen))
+    e = [p0 + j for j in tokenizer.step_ends(gen, task.step_delimiter)]
+    correct[r] = task.grade(tokenizer.decode(gen), prob)
     lab = np.full(len(e), -1.0, np.float32)
     for i, end in enumerate(e):
       if finished[r] and i == len(e) - 1:
         lab[i] = float(correct[r])  # the last prefix is the whole solution: no rollouts
       elif end + 1 >= max_len:  # no room to roll out: the prefix is all there is
-        lab[i] = float(arithmetic.answer_correct(prob, tokenizer.decode(tokens[r, p0:end + 1])))
+        lab[i] = float(task.grade(tokenizer.decode(tokens[r, p0:end + 1]), prob))
       else:
         jobs.append((r, i, tokens[r, :end + 1]))
     ends.append(e)
@@ -286,8 +229,7 @@ def _label_shard(sampler: Sampler, params: Any, problems: Sequence[arithmetic.Pr
     for k, (r, i, prefix) in enumerate(chunk):
       prob, head = problems[qidx[r]], tokenizer.decode(prefix[prompt_len[r]:])
       rows = range(k * num_rollouts, (k + 1) * num_rollouts)  # prompt-major sampler rows
-      wins = sum(arithmetic.answer_correct(prob, head + tokenizer.decode(ro_tok[j, :ro_len[j]]))
-                 for j in rows)
+      wins = sum(task.grade(head + tokenizer.decode(ro_tok[j, :ro_len[j]]), prob) for j in rows)
       labels[r][i] = wins / num_rollouts
 
   width = max([len(e) for e in ends] + [0])
@@ -300,12 +242,6 @@ def _label_shard(sampler: Sampler, params: Any, problems: Sequence[arithmetic.Pr
             "num_steps": np.array([len(e) for e in ends], np.int32), "correct": correct,
             "question_index": (first_index + qidx).astype(np.int32)}
   return arrays, len(jobs) * num_rollouts
-
-
-def solution_step_ends(gen: np.ndarray, sampler: Sampler, tokenizer: CharTokenizer) -> list[int]:
-  """Index in `gen` of each step's last token, by the shared rule `reward.step_ends_1d`."""
-  return reward.step_ends_1d(gen, sampler.step_id, sampler.eos_id, sampler.pad_id,
-                             tokenizer.bos_id)
 
 
 # ---------------------------------------------------------------------------
@@ -374,8 +310,8 @@ def _stats(out_dir: str | os.PathLike, num_shards: int) -> dict[str, Any]:
           "fraction_correct": n_correct / max(n, 1), "mean_label": label_sum / max(steps, 1)}
 
 
-def _check_args(sampler: Sampler, problems, tokenizer, num_solutions, num_rollouts, shard_size,
-                max_len, prefixes_per_batch) -> None:
+def _check_args(sampler: Sampler, problems, task: Task, tokenizer: Tokenizer, num_solutions,
+                num_rollouts, shard_size, max_len, prefixes_per_batch) -> None:
   if not problems:
     raise ValueError("generate_labels needs at least one problem.")
   for name, v in (("num_solutions", num_solutions), ("num_rollouts", num_rollouts),
@@ -385,15 +321,12 @@ def _check_args(sampler: Sampler, problems, tokenizer, num_solutions, num_rollou
   if prefixes_per_batch < 1 or prefixes_per_batch & (prefixes_per_batch - 1):
     raise ValueError(f"prefixes_per_batch must be a power of two (the sampler pads batches to "
                      f"one), got {prefixes_per_batch}.")
-  ids = (sampler.eos_id, sampler.step_id, sampler.pad_id)
-  tok_ids = (tokenizer.eos_id, tokenizer.step_id, tokenizer.pad_id)
-  if ids != tok_ids:
-    raise ValueError(f"Sampler ids (eos, step, pad) = {ids} differ from the tokenizer's "
-                     f"{tok_ids}; build the sampler with this tokenizer.")
+  sampler.check_tokenizer(tokenizer, task.step_delimiter)
   if max_len > sampler.context_len:
     raise ValueError(f"max_len={max_len} exceeds the model's context window "
                      f"({sampler.context_len}); lower max_len.")
-  longest = max(range(len(problems)), key=lambda i: len(problems[i].prompt))
-  if len(problems[longest].prompt) + 1 >= max_len:  # + BOS
+  lengths = [len(tokenizer.encode(p.prompt, bos=True)) for p in problems]
+  longest = int(np.argmax(lengths))
+  if lengths[longest] >= max_len:
     raise ValueError(f"Problem {longest} ({problems[longest].question!r}) leaves no room for a "
                      f"solution within max_len={max_len}; raise max_len.")

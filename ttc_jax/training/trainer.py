@@ -30,7 +30,8 @@ import orbax.checkpoint as ocp
 import tqdm
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from ttc_jax.experiments import metrics as metrics_lib
+from ttc_jax.io import configs
+from ttc_jax.io import metrics as metrics_lib
 from ttc_jax.parallel import mesh as mesh_lib
 
 PyTree = Any
@@ -83,16 +84,7 @@ class TrainConfig:
   def from_config(cls, config: ml_collections.ConfigDict | dict,
                   section: str = "train") -> "TrainConfig":
     """Builds from a `config.train` section, naming unknown keys and the valid ones."""
-    values = dict(config)
-    valid = [f.name for f in dataclasses.fields(cls)]
-    unknown = sorted(set(values) - set(valid))
-    if unknown:
-      raise ValueError(f"Unknown key(s) {unknown} in config.{section}; valid keys: {valid}.")
-    missing = [f.name for f in dataclasses.fields(cls)
-               if f.default is dataclasses.MISSING and f.name not in values]
-    if missing:
-      raise ValueError(f"config.{section} is missing required key(s) {missing}.")
-    return cls(**values)
+    return configs.from_section(cls, config, section)
 
 
 def learning_rate_schedule(cfg: TrainConfig) -> optax.Schedule:

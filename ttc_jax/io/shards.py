@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from ttc_jax.experiments import metrics
+from ttc_jax.io import metrics
 
 MANIFEST = "manifest.json"
 

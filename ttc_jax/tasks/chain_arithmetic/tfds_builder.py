@@ -18,7 +18,7 @@ from etils import epath
 import numpy as np
 import tensorflow_datasets as tfds
 
-from ttc_jax.data import arithmetic
+from ttc_jax.tasks.chain_arithmetic import problems as arithmetic
 
 Level = tuple[int, int, str]  # (num_terms, digits, ops), as in `arithmetic.Difficulty`.
 

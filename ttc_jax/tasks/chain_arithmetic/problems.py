@@ -22,9 +22,11 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from ttc_jax.data.tokenizer import STEP_DELIMITER
+from ttc_jax.tasks.base import SPLITS
 
-SPLITS = ("train", "validation", "test")
+STEP_DELIMITER = "\n"  # one step per line
+# Every character the task writes, plus a little slack for prompts (the char tokenizer's ids).
+ALPHABET = "0123456789+-*=Q:A\n "
 _STEP_RE = re.compile(r"^(-?\d+)([+\-*])(\d+)=(-?\d+)$")
 _ANSWER_RE = re.compile(r"^A:(-?\d+)$")
 _QUESTION_RE = re.compile(r"\d+(?:[+\-*]\d+)+")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 from typing import Any
 
@@ -75,3 +76,14 @@ def update_summary(workdir: str | os.PathLike, **entries: Any) -> dict[str, Any]
   summary.update(entries)
   write_json(path, summary, sort_keys=True)
   return summary
+
+
+def rounded(x: float | None) -> float | None:
+  """4 decimals (6 significant digits from 1e6 on), or None where undefined (None, NaN, inf).
+
+  The one rounding rule of every result file: an AUROC over one class is NaN, and
+  JSON has no NaN.
+  """
+  if x is None or not math.isfinite(x):
+    return None
+  return round(float(x), 4) if abs(x) < 1e6 else float(f"{x:.6g}")

@@ -1,12 +1,11 @@
-"""seqio tasks over the chain-arithmetic TFDS data, and numpy arrays for the LM.
+"""seqio tasks over the chain-arithmetic TFDS data.
 
-Data flow: `prepare` writes the TFDS dataset (tfds_builders/chain_arithmetic.py)
-into a data dir once; `register_task` puts a `seqio.Task` over it that maps each
-example to `inputs` = BOS + prompt and `targets` = solution + EOS (char ids);
-`load_split` reads a whole split into numpy; `lm_batch_arrays` packs it into
-fixed-length token rows with a loss mask on the targets.
+Data flow: `prepare` writes the TFDS dataset (`tfds_builder.py`) into a data dir
+once; `register_task` puts a `seqio.Task` over it that maps each example to
+`inputs` = BOS + prompt and `targets` = solution + EOS (char ids); `load_split`
+reads a whole split into numpy.
 
-TensorFlow is only the data loader (DESIGN.md, "Data stack notes"): it is
+TensorFlow is only the data loader (docs/design.md, "Data stack"): it is
 imported on first use, quietly, with GPUs hidden from it, so importing this
 module does not import TensorFlow and TF never takes device memory from JAX.
 `CharVocabulary` is therefore created on first access (module `__getattr__`).
@@ -26,8 +25,8 @@ from typing import TYPE_CHECKING, Any, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from ttc_jax.data import arithmetic
-from ttc_jax.data.tokenizer import BOS, EOS, PAD, CharTokenizer
+from ttc_jax.tasks.chain_arithmetic import problems as arithmetic
+from ttc_jax.tokenizers.char import BOS, EOS, PAD, CharTokenizer
 
 if TYPE_CHECKING:
   import seqio
@@ -122,7 +121,7 @@ def _char_vocabulary_cls() -> type:
     An unknown character is an error (in Python and in TF), never a silent UNK.
     """
 
-    def __init__(self, tokenizer: CharTokenizer = CharTokenizer()):
+    def __init__(self, tokenizer: CharTokenizer = CharTokenizer(arithmetic.ALPHABET)):
       super().__init__(extra_ids=0)
       self.tokenizer = tokenizer
       # Dense tables: code point -> id (-1: not in the alphabet), char id -> code point.
@@ -209,7 +208,7 @@ def prepare(data_dir: str, levels: Sequence[arithmetic.Difficulty | Sequence],
   """
   _tf()
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-  from ttc_jax.data.tfds_builders import chain_arithmetic  # pylint: disable=g-import-not-at-top
+  from ttc_jax.tasks.chain_arithmetic import tfds_builder as chain_arithmetic  # pylint: disable=g-import-not-at-top
 
   config = chain_arithmetic.ChainArithmeticConfig.create(levels, num_per_level, seed)
   data_dir = os.path.abspath(os.path.expanduser(data_dir))
@@ -308,40 +307,3 @@ def _object_array(items: list) -> np.ndarray:
   for i, x in enumerate(items):
     out[i] = x
   return out
-
-
-# ---------------------------------------------------------------- LM arrays
-
-
-def lm_batch_arrays(examples: Mapping[str, Sequence], max_len: int) -> dict[str, np.ndarray]:
-  """Rows of inputs + targets right-padded with PAD, for next-token training.
-
-  `examples` holds `inputs` and `targets` id sequences (e.g. from `load_split`).
-  Returns `tokens` [N, max_len] int32 and `loss_mask` [N, max_len] float32, 1
-  exactly at the target positions (solution + EOS); the loss on predicting
-  tokens[:, t] from tokens[:, :t] uses loss_mask[:, t].
-  """
-  if int(max_len) != max_len or max_len < 2:
-    raise ValueError(f"max_len must be an integer >= 2, got {max_len!r}.")
-  inputs, targets = examples["inputs"], examples["targets"]
-  if len(inputs) != len(targets):
-    raise ValueError(f"examples has {len(inputs)} inputs but {len(targets)} targets; "
-                     "they must pair up one to one.")
-  lengths = np.asarray([len(x) + len(y) for x, y in zip(inputs, targets)], np.int64)
-  if len(lengths) and lengths.max() > max_len:
-    i = int(np.argmax(lengths))
-    what = f" (question {str(examples['question'][i])!r})" if "question" in examples else ""
-    raise ValueError(
-        f"Example {i}{what} is {lengths[i]} tokens (inputs {len(inputs[i])} + targets "
-        f"{len(targets[i])}), longer than max_len={max_len}; {int((lengths > max_len).sum())} "
-        f"example(s) are too long. Raise max_len (config.model.max_len) to at least "
-        f"{lengths.max()} or use easier difficulty levels.")
-  n = len(lengths)
-  tokens = np.full((n, max_len), PAD, np.int32)
-  loss_mask = np.zeros((n, max_len), np.float32)
-  for i, (x, y) in enumerate(zip(inputs, targets)):
-    nx, ny = len(x), len(y)
-    tokens[i, :nx] = x
-    tokens[i, nx:nx + ny] = y
-    loss_mask[i, nx:nx + ny] = 1.0
-  return {"tokens": tokens, "loss_mask": loss_mask}

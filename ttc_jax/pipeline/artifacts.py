@@ -1,0 +1,52 @@
+"""Every file the job writes in its workdir, and the stage that writes it (docs/design.md).
+
+`require(run, NAME)` reads a stage's JSON output, or says which stage to run first.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from ttc_jax.io import metrics
+
+# name -> the stage (module of `pipeline.stages`) that writes it.
+CONFIG = "config.json"
+SUMMARY = "summary.json"
+METRICS = "metrics.jsonl"
+DATA = "data"
+EVAL = "eval_base_lm.json"
+PRM_LABELS = "prm_labels"
+PRM_LABELS_HELDOUT = "prm_labels_heldout"
+VERIFIER_EVAL = "verifier_eval.json"
+VERIFIER_SAMPLES = "verifier_samples.npz"  # [Q, max_n] per-sample arrays of the verifier eval
+SEARCH = "search.jsonl"
+REVISION_DATA = "revision_data"
+REVISION_CHAINS = "revisions"  # the revisions sweep's chain shards
+REVISIONS = "revisions.json"
+REVISIONS_SWEEP = "revisions_sweep.jsonl"
+LARGER_MODEL = "larger_model.json"
+DIFFICULTY = "difficulty.json"
+DIFFICULTY_SAMPLES = "difficulty.npz"
+COMPUTE_OPTIMAL = "compute_optimal.json"
+FLOPS = "flops.json"
+FIGURES = "figures"
+REPORT = "report.md"
+
+WRITTEN_BY = {
+    DATA: "data", EVAL: "evaluation", PRM_LABELS: "prm_labels", VERIFIER_EVAL: "verifiers",
+    PRM_LABELS_HELDOUT: "verifiers", VERIFIER_SAMPLES: "verifiers", SEARCH: "search",
+    REVISION_DATA: "revisions", REVISION_CHAINS: "revisions", REVISIONS: "revisions",
+    REVISIONS_SWEEP: "revisions", LARGER_MODEL: "larger_model", DIFFICULTY: "allocator",
+    DIFFICULTY_SAMPLES: "allocator", COMPUTE_OPTIMAL: "allocator", FLOPS: "allocator",
+    FIGURES: "report", REPORT: "report",
+}
+
+
+def require(workdir: str, name: str) -> Any:
+  """The JSON file `name` of `workdir`; a missing one names the stage that writes it."""
+  path = os.path.join(workdir, name)
+  if not os.path.exists(path):
+    raise ValueError(f"{path} does not exist; run the {WRITTEN_BY[name]!r} stage first "
+                     f"(ttc_jax.pipeline.stages.{WRITTEN_BY[name]}).")
+  return metrics.read_json(path)

@@ -1,0 +1,308 @@
+"""Every setting of the job, validated before any compute (docs/design.md, "Configs").
+
+`parse(config)` turns the `ml_collections` config into frozen dataclasses, one per
+section, naming any unknown key, missing key or bad value in one line.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+import ml_collections
+
+from ttc_jax.allocator import flops
+from ttc_jax.io import configs
+from ttc_jax.models import reward
+from ttc_jax.models import transformer
+from ttc_jax.revisions import sequential
+from ttc_jax.revisions import trajectories
+from ttc_jax.search import base as search_base
+from ttc_jax.search import specs
+from ttc_jax.tokenizers.base import Tokenizer
+from ttc_jax.training import trainer
+
+TOP_LEVEL_KEYS = ("workdir", "seed", "task", "tokenizer", "model", "train", "eval", "mesh", "prm",
+                  "orm", "verifier_eval", "search", "revisions", "allocator")
+TOKENIZERS = ("char",)
+LARGE_FIELDS = ("d_model", "num_layers", "num_heads", "num_kv_heads", "head_dim", "mlp_dim")
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalConfig:
+  num_samples: int = 16
+  temperature: float = 1.0
+  batch_prompts: int = 32
+
+
+@dataclasses.dataclass(frozen=True)
+class PRMLabelConfig:
+  """Monte-Carlo soft labels (paper §5.1: 16 solutions x 16 rollouts per step)."""
+  num_questions: int = 200
+  num_solutions: int = 16
+  num_rollouts: int = 16
+  shard_size: int = 25
+  prefixes_per_batch: int = 64
+
+
+@dataclasses.dataclass(frozen=True)
+class VerifierEvalConfig:
+  """Best-of-N on the test split: `max_n` samples per question, scored by PRM and ORM."""
+  max_n: int = 64
+  budgets: tuple[int, ...] = (4, 16, 64)
+  aggregation: str = "last"
+  batch_prompts: int = 16
+  mc_label_questions: int = 100  # held-out test questions given MC labels for their AUROC
+
+  def __post_init__(self):
+    bad = [n for n in self.budgets if n < 1 or self.max_n % n]
+    if bad:
+      raise ValueError(f"verifier_eval.budgets {bad} must divide max_n={self.max_n}.")
+    if self.aggregation not in reward.AGGREGATIONS:
+      raise ValueError(f"verifier_eval.aggregation={self.aggregation!r}; choose one of "
+                       f"{reward.AGGREGATIONS}.")
+
+
+@dataclasses.dataclass(frozen=True)
+class SearchSweepConfig:
+  """Settings of the search stage (config section `search`)."""
+
+  num_questions: int = 200
+  budgets: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64)
+  strategies: tuple[str, ...] = ("best_of_n", "beam/beam_width=4", "beam/beam_width=sqrt",
+                                 "lookahead/lookahead=1", "dvts/beam_width=4")
+  rows_per_batch: int = 1024
+  temperature: float = 1.0
+  max_step_tokens: int = 16
+  max_rounds: int = 40
+
+  def __post_init__(self):
+    if self.num_questions < 1:
+      raise ValueError(f"search.num_questions={self.num_questions} must be >= 1.")
+    if not self.budgets or any(not isinstance(b, int) or b < 1 for b in self.budgets):
+      raise ValueError(f"search.budgets={self.budgets!r} must be ints >= 1 (e.g. 1, 2, 4 … 256).")
+    if self.rows_per_batch < 1:
+      raise ValueError(f"search.rows_per_batch={self.rows_per_batch} must be >= 1.")
+    if not self.strategies:
+      raise ValueError("search.strategies is empty; name at least one, e.g. 'best_of_n'.")
+    for spec in self.strategies:
+      specs.parse(spec, self.search_config())  # unknown names and fields fail here
+
+  def search_config(self, **overrides: Any) -> search_base.SearchConfig:
+    return search_base.SearchConfig(temperature=self.temperature,
+                                    max_step_tokens=self.max_step_tokens,
+                                    max_rounds=self.max_rounds, **overrides)
+
+
+@dataclasses.dataclass(frozen=True)
+class RevisionConfig:
+  """Every setting of the revision stages (paper §6.1 values in brackets).
+
+  Attributes:
+    num_questions: training questions for revision data, spread over the levels.
+    samples_per_question: base-LM samples per training question [64].
+    max_previous: most previous attempts in a context [4].
+    max_chains_per_question: correct samples turned into chains per question (0: all).
+    data_shard_size: training questions per data shard.
+    context_len: the revision model's window (its TransformerConfig.max_len; RoPE
+      lets it exceed the base LM's with the same parameters).
+    max_attempt_tokens: most tokens of one attempt, EOS included.
+    budgets: generations per test question [up to 256].
+    seq_lengths: sequential attempts per chain s; budget N runs as N/s parallel
+      chains for every s <= N (1 is all parallel, N all sequential).
+    test_per_level: test questions per difficulty level in the sweep.
+    sweep_shard_size: test questions per sweep shard (the unit of resumption).
+    batch_rows: contexts per sampler call (a power of two).
+    temperature: sampling temperature of every attempt.
+  """
+
+  num_questions: int = 200
+  samples_per_question: int = 64
+  max_previous: int = trajectories.MAX_PREVIOUS
+  max_chains_per_question: int = 0
+  data_shard_size: int = 25
+  context_len: int = 320
+  max_attempt_tokens: int = 56
+  budgets: tuple[int, ...] = (16, 64)
+  seq_lengths: tuple[int, ...] = (1, 4, 16, 64)
+  test_per_level: int = 20
+  sweep_shard_size: int = 50
+  batch_rows: int = 512
+  temperature: float = 1.0
+
+  def __post_init__(self):
+    object.__setattr__(self, "budgets", tuple(int(b) for b in self.budgets))
+    object.__setattr__(self, "seq_lengths", tuple(int(s) for s in self.seq_lengths))
+    checks = (
+        ("num_questions", self.num_questions >= 1, ">= 1"),
+        ("samples_per_question", self.samples_per_question >= 1, ">= 1 (64 in the paper)"),
+        ("max_previous", self.max_previous >= 0, ">= 0 (4 in the paper)"),
+        ("max_chains_per_question", self.max_chains_per_question >= 0, ">= 0 (0: all)"),
+        ("data_shard_size", self.data_shard_size >= 1, ">= 1"),
+        ("max_attempt_tokens", self.max_attempt_tokens >= 2, ">= 2"),
+        ("context_len", self.context_len > self.max_attempt_tokens,
+         f"> max_attempt_tokens={self.max_attempt_tokens}"),
+        ("test_per_level", self.test_per_level >= 1, ">= 1"),
+        ("sweep_shard_size", self.sweep_shard_size >= 1, ">= 1"),
+        ("batch_rows", self.batch_rows >= 1 and not self.batch_rows & (self.batch_rows - 1),
+         "a power of two"),
+        ("temperature", self.temperature >= 0, ">= 0"),
+    )
+    for field, ok, want in checks:
+      if not ok:
+        raise ValueError(f"revisions.{field}={getattr(self, field)!r} is invalid; it must be "
+                         f"{want}.")
+    try:
+      sequential.sweep_ratios(self.budgets, self.seq_lengths)
+    except ValueError as e:
+      raise ValueError(f"revisions.budgets={self.budgets} / seq_lengths={self.seq_lengths}: "
+                       f"{e}") from None
+
+  def check_window(self, tokenizer: Tokenizer) -> None:
+    """Every attempt is conditioned on at most max_previous earlier ones, so the longest
+    context needs room for them; the question's own length is checked per stage."""
+    need = trajectories.worst_case_context(tokenizer, 1, self.max_attempt_tokens,
+                                           self.max_previous)
+    if need > self.context_len:
+      raise ValueError(
+          f"revisions.context_len={self.context_len} is shorter than {self.max_previous} "
+          f"previous attempts + the new one of max_attempt_tokens={self.max_attempt_tokens} "
+          f"({need} tokens before the question); raise context_len or lower "
+          f"max_attempt_tokens / max_previous.")
+
+  @property
+  def chain_lengths(self) -> tuple[int, ...]:
+    return sequential.chain_plan(self.budgets, self.seq_lengths)
+
+
+@dataclasses.dataclass(frozen=True)
+class AllocatorConfig:
+  """Every setting of the allocator stages (config section `allocator`; paper values in brackets).
+
+  Attributes:
+    large_d_model … large_mlp_dim: the larger model's shape; the rest (vocab, max_len, RoPE)
+      is the base model's. Paper §7 compares a ~14x larger model.
+    large_train: its TrainConfig (same training data as the base LM).
+    min_param_ratio: the stage refuses a larger model with fewer times the base's parameters.
+    large_samples: temperature-1 samples per question for the larger model's pass@1.
+    difficulty_samples: base-LM samples per question for oracle difficulty [2048]; the
+      verifier evaluation's samples are reused when it drew at least this many.
+    predicted_samples: the first this-many of them, PRM-scored, give predicted difficulty;
+      they are counted in the predicted policy's budget (paper §5: predicted bins need no
+      ground truth but cost samples).
+    num_bins: difficulty levels [5].
+    batch_prompts: questions per sampler call.
+    temperature: sampling temperature of the difficulty and pass@1 samples.
+    baseline: the search strategy spec compared against (best-of-N weighted).
+    cv_seed: seeds the 2-fold split inside each bin (paper §3.2).
+    interpolate: match budgets on the log2-linear accuracy curve instead of measured points.
+    r_values: R = D_inference / D_pretrain of the FLOPs exchange [0.16, 0.79, 22].
+  """
+
+  large_d_model: int = 192
+  large_num_layers: int = 4
+  large_num_heads: int = 8
+  large_num_kv_heads: int = 4
+  large_head_dim: int = 24
+  large_mlp_dim: int = 512
+  large_train: trainer.TrainConfig = trainer.TrainConfig(total_steps=1000, batch_size=64)
+  min_param_ratio: float = 4.0
+  large_samples: int = 4
+  difficulty_samples: int = 64
+  predicted_samples: int = 16
+  num_bins: int = 5
+  batch_prompts: int = 16
+  temperature: float = 1.0
+  baseline: str = "best_of_n"
+  cv_seed: int = 0
+  interpolate: bool = False
+  r_values: tuple[float, ...] = flops.PAPER_R_VALUES
+
+  def __post_init__(self):
+    object.__setattr__(self, "r_values", tuple(float(r) for r in self.r_values))
+    checks = [(f"large_{f}", getattr(self, f"large_{f}") >= 1, ">= 1") for f in LARGE_FIELDS]
+    checks += [
+        ("large_num_heads", self.large_num_heads % self.large_num_kv_heads == 0,
+         f"a multiple of large_num_kv_heads={self.large_num_kv_heads}"),
+        ("large_head_dim", self.large_head_dim % 2 == 0, "even (RoPE)"),
+        ("large_train", isinstance(self.large_train, trainer.TrainConfig), "a TrainConfig"),
+        ("min_param_ratio", self.min_param_ratio >= 1, ">= 1 (paper: ~14)"),
+        ("large_samples", self.large_samples >= 1, ">= 1"),
+        ("difficulty_samples", self.difficulty_samples >= 1, ">= 1 (paper: 2048)"),
+        ("predicted_samples", 1 <= self.predicted_samples <= self.difficulty_samples,
+         f"in [1, difficulty_samples={self.difficulty_samples}]"),
+        ("num_bins", self.num_bins >= 1, ">= 1 (paper: 5)"),
+        ("batch_prompts", self.batch_prompts >= 1, ">= 1"),
+        ("temperature", self.temperature > 0, "> 0 (difficulty needs diverse samples)"),
+        ("baseline", isinstance(self.baseline, str) and bool(self.baseline),
+         "a search strategy spec, e.g. 'best_of_n'"),
+        ("r_values", bool(self.r_values) and all(r > 0 and math.isfinite(r)
+                                                 for r in self.r_values),
+         f"non-empty, each > 0 (paper: {flops.PAPER_R_VALUES})"),
+    ]
+    for field, ok, want in checks:
+      if not ok:
+        raise ValueError(f"allocator.{field}={getattr(self, field)!r} is invalid; it must be "
+                         f"{want}.")
+
+  def large_model_config(self, base: transformer.TransformerConfig
+                         ) -> transformer.TransformerConfig:
+    """The larger model: the base's config with this shape; checks `min_param_ratio`."""
+    large = dataclasses.replace(base, **{f: getattr(self, f"large_{f}") for f in LARGE_FIELDS})
+    ratio = large.num_params / base.num_params
+    if ratio < self.min_param_ratio:
+      raise ValueError(f"allocator: the larger model has {large.num_params:,} parameters, "
+                       f"{ratio:.2f}x the base's {base.num_params:,}; it must be at least "
+                       f"min_param_ratio={self.min_param_ratio}x. Raise large_d_model / "
+                       f"large_num_layers / large_mlp_dim.")
+    return large
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+  """All sections of the config, validated."""
+
+  train: trainer.TrainConfig
+  eval: EvalConfig
+  prm_labels: PRMLabelConfig
+  prm_train: trainer.TrainConfig
+  orm_train: trainer.TrainConfig
+  verifier_eval: VerifierEvalConfig
+  search: SearchSweepConfig
+  revisions: RevisionConfig
+  revision_train: trainer.TrainConfig
+  allocator: AllocatorConfig
+
+
+def parse(config: ml_collections.ConfigDict) -> Settings:
+  """Every section of `config` as its dataclass; raises ValueError naming the first problem."""
+  unknown = sorted(set(config.keys()) - set(TOP_LEVEL_KEYS))
+  if unknown:
+    raise ValueError(f"Unknown top-level config key(s) {unknown}; valid: {list(TOP_LEVEL_KEYS)}.")
+  train = lambda section, name: trainer.TrainConfig.from_config(section, name)
+  revisions = dict(config.revisions)
+  if "train" not in revisions:
+    raise ValueError("config.revisions is missing its 'train' section (the revision model's "
+                     "fine-tuning TrainConfig).")
+  revision_train = train(revisions.pop("train"), "revisions.train")
+  allocator = dict(config.allocator)
+  if "large_train" in allocator:
+    allocator["large_train"] = train(allocator["large_train"], "allocator.large_train")
+  return Settings(
+      train=train(config.train, "train"),
+      eval=configs.from_section(EvalConfig, config.eval, "eval"),
+      prm_labels=configs.from_section(PRMLabelConfig, config.prm.labels, "prm.labels"),
+      prm_train=train(config.prm.train, "prm.train"),
+      orm_train=train(config.orm.train, "orm.train"),
+      verifier_eval=configs.from_section(VerifierEvalConfig, config.verifier_eval,
+                                         "verifier_eval"),
+      search=configs.from_section(SearchSweepConfig, config.search, "search"),
+      revisions=configs.from_section(RevisionConfig, revisions, "revisions"),
+      revision_train=revision_train,
+      allocator=configs.from_section(AllocatorConfig, allocator, "allocator"))
+
+
+def model_config(config: ml_collections.ConfigDict, vocab_size: int) -> transformer.TransformerConfig:
+  return configs.from_section(transformer.TransformerConfig, config.model, "model",
+                              vocab_size=vocab_size)

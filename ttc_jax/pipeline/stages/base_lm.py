@@ -1,0 +1,10 @@
+"""Stage "base LM": the policy trained from scratch on the train split (resumable, orbax)."""
+
+from __future__ import annotations
+
+from ttc_jax.pipeline import common
+from ttc_jax.pipeline import state
+
+
+def run(r: state.Run, data: state.Data) -> state.LM:
+  return common.train_lm(r, data, r.model_cfg, r.settings.train, "base_lm", r.seed)

@@ -1,0 +1,194 @@
+"""Stage "verifiers": PRM and ORM training and their evaluation (paper §5.1, §6.1).
+
+The PRM is the base LM's trunk plus a scalar head fine-tuned on the MC soft labels;
+the ORM the same on final-answer correctness of the labelled samples. The
+evaluation samples `max_n` solutions per test question and writes
+`verifier_eval.json` (AUROCs, the best-of-N table) and `verifier_samples.npz`
+(reused as the allocator's difficulty samples).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Callable
+
+import jax
+import numpy as np
+import tqdm
+
+from ttc_jax import stats
+from ttc_jax.io import metrics
+from ttc_jax.io import shards
+from ttc_jax.models import reward
+from ttc_jax.parallel import mesh as mesh_lib
+from ttc_jax.pipeline import artifacts
+from ttc_jax.pipeline import common
+from ttc_jax.pipeline import state
+from ttc_jax.sampling import solutions
+from ttc_jax.search import selection
+from ttc_jax.tasks import base as tasks
+from ttc_jax.training import batches
+from ttc_jax.training import prm_labels
+from ttc_jax.training import trainer
+
+rounded = metrics.rounded
+
+
+def train(r: state.Run, lm: state.LM, labels: state.Labels) -> state.Verifiers:
+  """Fine-tunes the PRM (soft step labels) and the ORM (answer correctness) from the base LM."""
+  d = labels.arrays
+  prm_arrays = {"tokens": d["tokens"], "step_ends": d["step_ends"],
+                "labels": np.clip(d["labels"], 0.0, 1.0),
+                "label_mask": (d["step_ends"] >= 0).astype(np.float32)}
+  last = np.maximum(d["num_steps"] - 1, 0)
+  final_pos = np.maximum(d["step_ends"][np.arange(len(last)), last], 0).astype(np.int32)
+  orm_arrays = {"tokens": d["tokens"], "final_pos": final_pos,
+                "label": d["correct"].astype(np.float32)}
+  return state.Verifiers(
+      prm=_train_reward(r, lm, "prm", reward.prm_loss, prm_arrays, r.settings.prm_train),
+      orm=_train_reward(r, lm, "orm", reward.orm_loss, orm_arrays, r.settings.orm_train))
+
+
+def _train_reward(r: state.Run, lm: state.LM, name: str, loss: Callable,
+                  arrays: dict[str, np.ndarray], cfg: trainer.TrainConfig):
+  graphdef, params = reward.from_lm(lm.params, lm.cfg, r.seed)
+  params = mesh_lib.shard_params(params, r.mesh)
+  apply_fn = lambda params, tokens: reward.apply(graphdef, params, tokens)[0]
+  params = trainer.train(params, loss(apply_fn),
+                         batches.epoch_batches(arrays, cfg.batch_size, r.seed), cfg,
+                         r.workdir, name=name, mesh=r.mesh)
+  return graphdef, params
+
+
+def run(r: state.Run, data: state.Data, lm: state.LM, labels: state.Labels
+        ) -> tuple[state.Verifiers, dict[str, Any]]:
+  """Trains both verifiers, then evaluates them once (later runs read `verifier_eval.json`)."""
+  verifiers = train(r, lm, labels)
+  path = r.path(artifacts.VERIFIER_EVAL)
+  if os.path.exists(path):
+    result = metrics.read_json(path)
+    r.log("verifier eval", "already complete; skipped")
+  else:
+    result, samples = evaluate(r, lm, verifiers, data.test, jax.random.key(r.seed + 2))
+    # Kept for the allocator's difficulty bins, which need these very samples (§3.2).
+    if jax.process_index() == 0:
+      shards.save_npz(r.path(artifacts.VERIFIER_SAMPLES), samples)
+    result["mc_label_step_auroc"] = heldout_label_auroc(r, lm, data.test)
+    result["mc_label_step_auroc_train"] = rounded(prm_labels.step_label_auroc(
+        labels.arrays, labels.examples, r.task, r.tokenizer))
+    metrics.write_json(path, result)
+    metrics.append_jsonl(r.metrics_path, {"stage": "verifier_eval", **result})
+  metrics.update_summary(
+      r.workdir, prm_step_auroc=result["prm_step_auroc"],
+      prm_first_step_within_question_auroc=result.get("prm_first_step_within_question_auroc"),
+      mc_label_step_auroc=result["mc_label_step_auroc"],
+      mc_label_step_auroc_train=result["mc_label_step_auroc_train"], bon=result["bon"])
+  r.log("verifier eval", f"prm_step_auroc={result['prm_step_auroc']} "
+        f"mc_label_step_auroc={result['mc_label_step_auroc']}")
+  print(format_bon(result["bon"]), flush=True)
+  return verifiers, result
+
+
+def heldout_label_auroc(r: state.Run, lm: state.LM, test: list[tasks.Example]) -> float | None:
+  """AUROC of MC soft labels for the exact step checker on held-out (test) questions."""
+  n = r.settings.verifier_eval.mc_label_questions
+  held = tasks.spread_over_levels(test, n)
+  labels = common.generate_labels(r, lm, held, artifacts.PRM_LABELS_HELDOUT, r.seed + 3)
+  return rounded(prm_labels.step_label_auroc(labels.arrays, held, r.task, r.tokenizer))
+
+
+def evaluate(r: state.Run, lm: state.LM, verifiers: state.Verifiers,
+             examples: list[tasks.Example], rng: jax.Array) -> tuple[dict[str, Any], dict]:
+  """Samples `max_n` solutions per test question; PRM step AUROC and the best-of-N table.
+
+  `prm_step_auroc`: AUROC of PRM step scores for the task's exact per-step checker;
+  `prm_first_step_within_question_auroc`: the same over first steps, comparing
+  only siblings of one question (what search relies on). Returns `(result, samples)`:
+  `samples` holds the `[Q, max_n]` arrays `correct`, `prm_final` and
+  `generated_tokens` and the `[Q]` `question` texts.
+  """
+  cfg, k = r.settings.verifier_eval, r.settings.verifier_eval.max_n
+  cols: dict[str, list] = {k_: [] for k_ in ("answers", "correct", "prm", "orm", "generated",
+                                             "step_s", "step_ok", "first_s", "first_ok",
+                                             "first_q")}
+  for start in tqdm.trange(0, len(examples), cfg.batch_prompts, desc="verifier eval",
+                           leave=False):
+    chunk = examples[start:start + cfg.batch_prompts]
+    rng, key = jax.random.split(rng)
+    sols = solutions.sample(lm.sampler, lm.params, chunk, r.task, r.tokenizer, key,
+                            num_samples=k, max_len=lm.cfg.max_len, temperature=1.0, mesh=r.mesh)
+    prm_steps, num_steps, prm_final = common.score_solutions(r, verifiers.prm, sols, lm.cfg.max_len,
+                                                  cfg.aggregation)
+    _, _, orm_final = common.score_solutions(r, verifiers.orm, sols, lm.cfg.max_len)
+    for name, v in (("answers", sols.answers), ("correct", sols.correct), ("prm", prm_final),
+                    ("orm", orm_final), ("generated", sols.lengths)):
+      cols[name].extend(v)
+    _step_checks(r, chunk, start, k, sols, prm_steps, num_steps, cols)
+  correct = np.asarray(cols["correct"])
+  prm_final = np.asarray(cols["prm"], np.float32)
+  orm_final = np.asarray(cols["orm"], np.float32)
+  samples = {"question": np.asarray([e.question for e in examples], dtype=str),
+             "correct": correct.reshape(-1, k), "prm_final": prm_final.reshape(-1, k),
+             "generated_tokens": np.asarray(cols["generated"]).reshape(-1, k).astype(np.int32)}
+  result = {
+      "prm_step_auroc": rounded(stats.auroc(cols["step_s"], cols["step_ok"])),
+      "prm_first_step_within_question_auroc": rounded(stats.within_group_auroc(
+          cols["first_s"], cols["first_ok"], cols["first_q"])),
+      "orm_final_auroc": rounded(stats.auroc(orm_final, correct)),
+      "prm_final_auroc": rounded(stats.auroc(prm_final, correct)),
+      "pass@1": round(float(correct.mean()), 4),
+      "bon": best_of_n_table(r, examples, cols["answers"], prm_final, orm_final, k),
+      "max_n": k}
+  return result, samples
+
+
+def _step_checks(r: state.Run, chunk: list[tasks.Example], start: int, k: int,
+                 sols: solutions.Solutions, prm_steps: np.ndarray, num_steps: np.ndarray,
+                 cols: dict[str, list]) -> None:
+  """Pairs each scored step with the task's exact check (steps and first steps by question)."""
+  for row, text in enumerate(sols.texts):
+    ok = r.task.step_correct(chunk[row // k], text)
+    if ok is None:
+      continue
+    n = min(int(num_steps[row]), len(ok))
+    cols["step_s"].extend(prm_steps[row, :n].tolist())
+    cols["step_ok"].extend(ok[:n])
+    if n:
+      cols["first_s"].append(float(prm_steps[row, 0]))
+      cols["first_ok"].append(ok[0])
+      cols["first_q"].append(start + row // k)
+
+
+def best_of_n_table(r: state.Run, examples: list[tasks.Example], answers: list,
+                    prm_final: np.ndarray, orm_final: np.ndarray, k: int) -> dict[str, Any]:
+  """`bon[method][N]`: accuracy of PRM-weighted, naive PRM and ORM-weighted best-of-N and
+  majority voting, averaged over the `k / N` disjoint groups of N samples (paper §5.1)."""
+  levels = np.asarray([e.level for e in examples])
+  methods = {
+      "prm_weighted": lambda a, s, o: selection.weighted_best_of_n(a, s),
+      "prm_naive": lambda a, s, o: selection.best_of_n(a, s),
+      "orm_weighted": lambda a, s, o: selection.weighted_best_of_n(a, o),
+      "majority": lambda a, s, o: selection.majority_vote(a),
+  }
+  bon: dict[str, Any] = {}
+  for name, pick in methods.items():
+    bon[name] = {}
+    for n in r.settings.verifier_eval.budgets:
+      acc = np.zeros(len(examples))
+      for q, e in enumerate(examples):
+        for g in range(k // n):
+          sl = slice(q * k + g * n, q * k + (g + 1) * n)
+          acc[q] += r.task.is_correct(pick(answers[sl], prm_final[sl], orm_final[sl]), e)
+      acc /= k // n
+      bon[name][str(n)] = {"all": round(float(acc.mean()), 4), **{
+          str(int(lv)): round(float(acc[levels == lv].mean()), 4) for lv in np.unique(levels)}}
+  return bon
+
+
+def format_bon(bon: dict[str, Any]) -> str:
+  methods = list(bon)
+  budgets = list(bon[methods[0]])
+  lines = ["N     " + "  ".join(f"{m:>13}" for m in methods)]
+  for n in budgets:
+    lines.append(f"{n:<5} " + "  ".join(f"{bon[m][n]['all']:13.3f}" for m in methods))
+  return "\n".join(lines)
