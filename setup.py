@@ -17,6 +17,7 @@ setup(
         "tensorflow-datasets>=4.9.8",
         "seqio>=0.0.20",
         "numpy>=2.0",
+        "scipy>=1.13",  # ttc_jax.stats
         "ml_collections>=1.0",
         "absl-py>=2.1",
         "tqdm>=4.66",
@@ -28,6 +29,7 @@ setup(
     extras_require={
         "test": [
             "pytest>=8",
+            "import-linter>=2.16,<3",  # .importlinter: the layer contract (tests/test_architecture.py)
             "nbclient>=0.10",  # colabs/*.ipynb executed top to bottom by the tests
             "nbformat>=5.10",
             "ipykernel>=6.29",

@@ -500,8 +500,8 @@ _INJECTIONS = {
         "tasks/base.py", "def create(name):\n  from ttc_jax.tasks import builtin",
         {FORBIDDEN_CONTRACT, ACYCLIC_CONTRACT}, "No cycles are allowed in ttc_jax.tasks."),
     "sibling layers": (
-        "revisions/sequential.py", "from ttc_jax.search import selection", {LAYERS_CONTRACT},
-        "ttc_jax.revisions is not allowed to import ttc_jax.search"),
+        "search/best_of_n.py", "from ttc_jax.training import trainer", {LAYERS_CONTRACT},
+        "ttc_jax.search is not allowed to import ttc_jax.training"),
     "lower layer imports pipeline": (
         "sampling/sampler.py", "from ttc_jax.pipeline import state", {LAYERS_CONTRACT},
         "ttc_jax.sampling is not allowed to import ttc_jax.pipeline"),

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ttc_jax import stats
+
 
 def oracle_bins(correct: np.ndarray, num_bins: int = 5) -> np.ndarray:
   """`[Q]` levels in 1..num_bins from `[Q, S]` per-sample correctness (paper §3.2).
@@ -127,23 +129,8 @@ def agreement(a: np.ndarray, b: np.ndarray, num_bins: int | None = None) -> dict
   np.add.at(confusion, (a - 1, b - 1), 1)
   gap = np.abs(a.astype(np.int64) - b)
   return {"num_questions": int(a.size), "exact": float(np.mean(gap == 0)),
-          "within_one": float(np.mean(gap <= 1)), "spearman": spearman(a, b),
+          "within_one": float(np.mean(gap <= 1)), "spearman": stats.spearman(a, b),
           "confusion": confusion}
-
-
-def spearman(x: np.ndarray, y: np.ndarray) -> float:
-  """Spearman rank correlation: Pearson correlation of average ranks (NaN if one is constant)."""
-  rx, ry = _ranks(np.asarray(x, np.float64)), _ranks(np.asarray(y, np.float64))
-  rx, ry = rx - rx.mean(), ry - ry.mean()
-  denom = np.sqrt((rx ** 2).sum() * (ry ** 2).sum())
-  return float((rx * ry).sum() / denom) if denom > 0 else float("nan")
-
-
-def _ranks(x: np.ndarray) -> np.ndarray:
-  """0-based ranks, tied values sharing the mean of their positions."""
-  _, inverse, counts = np.unique(x, return_inverse=True, return_counts=True)
-  starts = np.cumsum(counts) - counts
-  return (starts + (counts - 1) / 2)[inverse]
 
 
 def _matrix(x: np.ndarray, name: str) -> np.ndarray:

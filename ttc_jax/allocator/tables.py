@@ -13,6 +13,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from ttc_jax import stats
 from ttc_jax.allocator import compute_optimal as co
 from ttc_jax.allocator import difficulty
 from ttc_jax.allocator import flops
@@ -52,8 +53,8 @@ def bins_summary(questions: Sequence[str], levels: Sequence[int], correct: np.nd
                     "spearman": _round(agree["spearman"]),
                     "confusion_predicted_x_oracle": agree["confusion"].tolist()},
       "spearman_with_task_level": {
-          "oracle": _round(difficulty.spearman(oracle, task_levels)),
-          "predicted": _round(difficulty.spearman(predicted, task_levels))},
+          "oracle": _round(stats.spearman(oracle, task_levels)),
+          "predicted": _round(stats.spearman(predicted, task_levels))},
       "bin_sizes": {"oracle": np.bincount(oracle, minlength=num_bins + 1)[1:].tolist(),
                     "predicted": np.bincount(predicted, minlength=num_bins + 1)[1:].tolist()}}
 

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import glob
 import os
-from typing import Any
+from typing import Any, Callable
 
+import jax
 import numpy as np
+import tqdm
 
 from ttc_jax.io import metrics
 
@@ -89,3 +91,25 @@ def open_manifest(out_dir: str | os.PathLike, manifest: dict[str, Any], what: st
     raise ValueError(f"{os.path.join(os.fspath(out_dir), MANIFEST)} describes a different "
                      f"{what} job ({pretty}); use a new {where}, or delete the old one to "
                      "start over.")
+
+
+def write_missing(out_dir: str | os.PathLike, manifest: dict[str, Any], what: str,
+                  make_shard: Callable[[int], dict[str, np.ndarray]], *, where: str = "directory",
+                  progress: bool = True) -> list[int]:
+  """Opens (or checks) `out_dir`'s manifest, then writes every missing shard; returns their indices.
+
+  `make_shard(i)` computes shard i (on every process; process 0 writes it atomically),
+  so a killed job rerun with the same manifest finishes exactly the missing shards.
+  """
+  os.makedirs(out_dir, exist_ok=True)
+  open_manifest(out_dir, manifest, what, where)
+  n = manifest["num_shards"]
+  todo = [i for i in range(n) if not os.path.exists(shard_path(out_dir, i))]
+  with tqdm.tqdm(total=n, initial=n - len(todo), desc=what, unit="shard",
+                 disable=not progress, leave=False) as bar:
+    for i in todo:
+      arrays = make_shard(i)
+      if jax.process_index() == 0:
+        save_npz(shard_path(out_dir, i), arrays)
+      bar.update(1)
+  return todo

@@ -38,7 +38,6 @@ from typing import Any, Callable, Sequence
 import editdistance
 import jax
 import numpy as np
-import tqdm
 from jax.sharding import Mesh
 
 from ttc_jax.io import shards
@@ -182,7 +181,6 @@ def generate_trajectories(sampler: Sampler, params: Any, problems: list[Example]
   """
   _check_args(sampler, problems, tokenizer, samples_per_question, max_attempt_tokens,
               context_len, max_previous, max_chains_per_question, shard_size)
-  os.makedirs(out_dir, exist_ok=True)
   manifest = {
       "format_version": FORMAT_VERSION, "num_questions": len(problems),
       "num_shards": -(-len(problems) // shard_size), "shard_size": shard_size,
@@ -192,19 +190,19 @@ def generate_trajectories(sampler: Sampler, params: Any, problems: list[Example]
       "temperature": TEMPERATURE, "separator": ATTEMPT_SEPARATOR,
       "questions_sha256": fingerprint(problems),
   }
-  shards.open_manifest(out_dir, manifest, "revision training-data")
-  num_shards = manifest["num_shards"]
-  todo = [i for i in range(num_shards) if not os.path.exists(shards.shard_path(out_dir, i))]
   start = time.time()
-  for i in tqdm.tqdm(todo, desc="revision data", unit="shard", disable=not progress):
+
+  def make_shard(i: int) -> dict[str, np.ndarray]:
     lo = i * shard_size
-    arrays = _shard(sampler, params, problems[lo:lo + shard_size], lo, task, tokenizer,
-                    jax.random.fold_in(jax.random.key(seed), i), seed=seed,
-                    samples_per_question=samples_per_question,
-                    max_attempt_tokens=max_attempt_tokens, context_len=context_len,
-                    max_previous=max_previous, max_chains=max_chains_per_question, mesh=mesh)
-    if jax.process_index() == 0:
-      shards.save_npz(shards.shard_path(out_dir, i), arrays)
+    return _shard(sampler, params, problems[lo:lo + shard_size], lo, task, tokenizer,
+                  jax.random.fold_in(jax.random.key(seed), i), seed=seed,
+                  samples_per_question=samples_per_question,
+                  max_attempt_tokens=max_attempt_tokens, context_len=context_len,
+                  max_previous=max_previous, max_chains=max_chains_per_question, mesh=mesh)
+
+  todo = shards.write_missing(out_dir, manifest, "revision training-data", make_shard,
+                              progress=progress)
+  num_shards = manifest["num_shards"]
   stats = _stats(load_trajectories(out_dir), max_previous)
   stats.update(shards_written=len(todo), shards_skipped=num_shards - len(todo),
                seconds=round(time.time() - start, 3))

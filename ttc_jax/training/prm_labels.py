@@ -36,7 +36,6 @@ from typing import Any, Sequence
 
 import jax
 import numpy as np
-import tqdm
 from jax.sharding import Mesh
 
 from ttc_jax import stats
@@ -89,7 +88,6 @@ def generate_labels(sampler: Sampler, params: Any, problems: list[Example], task
   """
   _check_args(sampler, problems, task, tokenizer, num_solutions, num_rollouts, shard_size,
               max_len, prefixes_per_batch)
-  os.makedirs(out_dir, exist_ok=True)
   manifest = {
       "format_version": FORMAT_VERSION, "num_questions": len(problems),
       "num_shards": -(-len(problems) // shard_size), "shard_size": shard_size,
@@ -97,28 +95,21 @@ def generate_labels(sampler: Sampler, params: Any, problems: list[Example], task
       "seed": seed, "prefixes_per_batch": prefixes_per_batch, "temperature": TEMPERATURE,
       "questions_sha256": fingerprint(problems),
   }
-  # Also drops the torn writes of a killed run.
-  shards.open_manifest(out_dir, manifest, "PRM label", where="out_dir")
+  start, rollouts = time.time(), []
 
-  num_shards = manifest["num_shards"]
-  todo = [i for i in range(num_shards) if not os.path.exists(shards.shard_path(out_dir, i))]
-  start, rollouts = time.time(), 0
-  bar = tqdm.tqdm(total=num_shards, initial=num_shards - len(todo), desc="prm labels",
-                  unit="shard", disable=not progress)
-  for i in todo:
+  def make_shard(i: int) -> dict[str, np.ndarray]:
     lo = i * shard_size
-    key = jax.random.fold_in(jax.random.key(seed), i)
     arrays, n_roll = _label_shard(sampler, params, problems[lo:lo + shard_size], lo, task,
-                                  tokenizer, key, num_solutions=num_solutions, num_rollouts=num_rollouts,
+                                  tokenizer, jax.random.fold_in(jax.random.key(seed), i),
+                                  num_solutions=num_solutions, num_rollouts=num_rollouts,
                                   max_len=max_len, prefixes_per_batch=prefixes_per_batch,
                                   mesh=mesh)
-    if jax.process_index() == 0:
-      shards.save_npz(shards.shard_path(out_dir, i), arrays)
-    rollouts += n_roll
-    bar.update(1)
-    bar.set_postfix(rollouts_per_s=f"{rollouts / max(time.time() - start, 1e-9):.0f}")
-  bar.close()
+    rollouts.append(n_roll)
+    return arrays
 
+  todo = shards.write_missing(out_dir, manifest, "PRM label", make_shard, where="out_dir",
+                              progress=progress)
+  num_shards, rollouts = manifest["num_shards"], sum(rollouts)
   seconds = time.time() - start
   stats = _stats(out_dir, num_shards)
   stats.update(shards_written=len(todo), shards_skipped=num_shards - len(todo),

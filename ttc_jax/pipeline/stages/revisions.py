@@ -19,7 +19,6 @@ from typing import Any
 
 import jax
 import numpy as np
-import tqdm
 
 from ttc_jax.io import metrics
 from ttc_jax.io import shards
@@ -136,8 +135,6 @@ def _sweep_shards(r: state.Run, model: state.LM, verifiers: state.Verifiers,
                   examples: list[tasks.Example]) -> None:
   """Generates the chain shards of `examples` that are not on disk yet."""
   cfg = r.settings.revisions
-  out = r.path(artifacts.REVISION_CHAINS)
-  os.makedirs(out, exist_ok=True)
   n = cfg.sweep_shard_size
   manifest = {"format_version": SWEEP_FORMAT_VERSION, "num_questions": len(examples),
               "num_shards": -(-len(examples) // n), "shard_size": n,
@@ -146,10 +143,8 @@ def _sweep_shards(r: state.Run, model: state.LM, verifiers: state.Verifiers,
               "max_previous": cfg.max_previous, "context_len": cfg.context_len,
               "temperature": cfg.temperature, "batch_rows": cfg.batch_rows, "seed": r.seed,
               "questions_sha256": tasks.fingerprint(examples)}
-  shards.open_manifest(out, manifest, "revisions sweep")
-  todo = [i for i in range(manifest["num_shards"])
-          if not os.path.exists(shards.shard_path(out, i))]
-  for i in tqdm.tqdm(todo, desc="revisions sweep", unit="shard"):
+
+  def make_shard(i: int) -> dict[str, np.ndarray]:
     prompts = [e.prompt for e in examples[i * n:(i + 1) * n]]
     chains = sequential.generate_chains(
         model.sampler, model.params, r.tokenizer, prompts, cfg.chain_lengths,
@@ -158,12 +153,13 @@ def _sweep_shards(r: state.Run, model: state.LM, verifiers: state.Verifiers,
         temperature=cfg.temperature, batch_rows=cfg.batch_rows, mesh=r.mesh)
     scores = sequential.orm_scores(*verifiers.orm, r.tokenizer, prompts, chains.problem,
                                    chains.tokens, chains.lengths, cfg.batch_rows)
-    arrays = {"problem": (chains.problem + i * n).astype(np.int32),
-              "chain": chains.chain.astype(np.int32), "step": chains.step.astype(np.int32),
-              "tokens": chains.tokens, "lengths": chains.lengths.astype(np.int32),
-              "orm": scores.astype(np.float32)}
-    if jax.process_index() == 0:
-      shards.save_npz(shards.shard_path(out, i), arrays)
+    return {"problem": (chains.problem + i * n).astype(np.int32),
+            "chain": chains.chain.astype(np.int32), "step": chains.step.astype(np.int32),
+            "tokens": chains.tokens, "lengths": chains.lengths.astype(np.int32),
+            "orm": scores.astype(np.float32)}
+
+  shards.write_missing(r.path(artifacts.REVISION_CHAINS), manifest, "revisions sweep",
+                       make_shard)
 
 
 def summarize(grids: sequential.Grids, examples: list[tasks.Example], task: tasks.Task,
