@@ -12,16 +12,24 @@ import pytest
 
 import config_files
 from ttc_jax import testing
-from ttc_jax.data import arithmetic
-from ttc_jax.data.tokenizer import CharTokenizer
-from ttc_jax.experiments import shards
+from ttc_jax.io import shards
 from ttc_jax.models import reward
+from ttc_jax.pipeline import settings
+from ttc_jax.pipeline import state
+from ttc_jax.pipeline.stages import base_lm
+from ttc_jax.pipeline.stages import data as data_stage
+from ttc_jax.pipeline.stages import revisions as stages
+from ttc_jax.revisions import measurements
 from ttc_jax.revisions import sequential
-from ttc_jax.revisions import stages
 from ttc_jax.revisions import trajectories as tj
 from ttc_jax.sampling.sampler import Samples, Sampler
+from ttc_jax.tasks import chain_arithmetic
+from ttc_jax.tasks.base import Example
+from ttc_jax.tasks.chain_arithmetic import problems as arithmetic
+from ttc_jax.tokenizers.char import CharTokenizer
 
-TOK = CharTokenizer()
+TOK = CharTokenizer(chain_arithmetic.ALPHABET)
+TASK = testing.chain_task()
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SEP = tj.ATTEMPT_SEPARATOR
 
@@ -93,17 +101,23 @@ def test_chain_plan_and_budgets_are_exact():
   assert len(sequential.ratio_groups(lengths, 64, 64)) == 1
 
 
-def test_bad_ratio_is_a_clear_error():
+def test_bad_ratio_is_a_clear_error(tmp_path):
   with pytest.raises(ValueError, match=r"s=3 does not divide budget N=16.*\[1, 2, 4, 8, 16\]"):
     sequential.check_ratio(16, 3)
   with pytest.raises(ValueError, match=r"revisions.budgets=\(16, 64\).*s=48 does not divide"):
-    stages.RevisionConfig(budgets=(16, 64), seq_lengths=(1, 48))
+    settings.RevisionConfig(budgets=(16, 64), seq_lengths=(1, 48))
   with pytest.raises(ValueError, match="context_len=128 is shorter"):
-    stages.RevisionConfig(context_len=128, max_attempt_tokens=64)
+    settings.RevisionConfig(context_len=128, max_attempt_tokens=64).check_window(TOK)
+  # The same window check runs when the job is set up, before any compute.
+  c = config_files.load("test")
+  c.workdir = str(tmp_path)
+  c.revisions.update(context_len=128, max_attempt_tokens=64)
+  with pytest.raises(ValueError, match="context_len=128 is shorter"):
+    state.Run.create(c)
   with pytest.raises(ValueError, match=r"Unknown key\(s\) \['bogus'\] in config.revisions"):
-    section = config_files.load("test").revisions
-    section.bogus = 1
-    stages.from_config(section)
+    c = config_files.load("test")
+    c.revisions.bogus = 1
+    settings.parse(c)
 
 
 class _Recorder:
@@ -161,7 +175,8 @@ def test_too_long_context_is_an_error_before_any_compute():
 
 def test_budgets_exact_with_the_jit_sampler_and_early_ends():
   # A stub LM: EOS with p=.3, else a digit; attempts end early, some run to the limit.
-  sampler = testing.stub_sampler(eos_id=TOK.eos_id, step_id=TOK.step_id, context_len=128)
+  (step_id,) = TOK.step_ids(TASK.step_delimiter)
+  sampler = testing.stub_sampler(eos_id=TOK.eos_id, step_id=step_id, context_len=128)
   logits = np.full((TOK.vocab_size,), -1e9, np.float32)
   logits[TOK.eos_id] = np.log(0.3)
   logits[TOK.encode("7")[0]] = np.log(0.7)
@@ -178,9 +193,10 @@ def test_budgets_exact_with_the_jit_sampler_and_early_ends():
   grid = lambda v: sequential.as_grid(chains, v, len(prompts), lengths)
   answers, scores = grid([None] * len(chains.texts)), grid([0.5] * len(chains.texts))
   n_grid = grid(chains.lengths.tolist())
+  truth = [3, 12, 5]
   for n, s in sequential.sweep_ratios((4, 8), (1, 2, 8)):
-    _, samples, toks = sequential.ratio_accuracy(answers, scores, [3, 12, 5], n_grid, lengths,
-                                                 n, s, "majority")
+    _, samples, toks = sequential.ratio_accuracy(answers, scores, lambda q, a: a == truth[q],
+                                                 n_grid, lengths, n, s, "majority")
     assert (samples == n).all()
     groups = sequential.ratio_groups(lengths, n, s)
     want = [np.mean([sum(sum(n_grid[q][c][:s]) for c in g) for g in groups]) for q in range(3)]
@@ -195,8 +211,8 @@ def test_selection_rules():
   assert sequential.select_hierarchical(answers[:1] + [[7, 7]], [[.9, .1], [.3, .2]]) == 5
   assert sequential.select_majority([[5, 5], [7, 7], [None, 7]]) == 7
   ok = [[[True, False, True, True], [False, False, True]]]
-  assert sequential.step_accuracy(ok) == [0.5, 0.0, 1.0, 1.0]
-  flips = sequential.flip_rates(ok)
+  assert measurements.step_accuracy(ok) == [0.5, 0.0, 1.0, 1.0]
+  flips = measurements.flip_rates(ok)
   assert flips["correct_to_incorrect"] == 0.5  # True->False, True->True
   assert flips["incorrect_to_correct"] == pytest.approx(2 / 3, abs=1e-4)  # F->T, F->F, F->T
 
@@ -204,26 +220,26 @@ def test_selection_rules():
 def test_independent_baseline_repeats_and_step_gains_by_hand():
   # Problem 0: chains [T, T, F] and [F, T] (step-0 pass@1 1/2); problem 1: [T, T] (pass@1 1).
   ok = [[[True, True, False], [False, True]], [[True, True]]]
-  flips = sequential.flip_rates(ok)
+  flips = measurements.flip_rates(ok)
   assert flips["correct_to_incorrect"] == pytest.approx(1 / 3, abs=1e-4)
   assert flips["incorrect_to_correct"] == 1.0
-  base = sequential.independent_flip_rates(ok)
+  base = measurements.independent_flip_rates(ok)
   # After a correct attempt: p0 T->T and T->F (1 - 1/2 each), p1 T->T (1 - 1).
   assert base["correct_to_incorrect"] == pytest.approx(1 / 3, abs=1e-4)
   assert base["incorrect_to_correct"] == 0.5  # p0 F->T: p = 1/2
-  assert sequential.independent_flip_rates([[[False, False]]])["correct_to_incorrect"] is None
+  assert measurements.independent_flip_rates([[[False, False]]])["correct_to_incorrect"] is None
   texts = [[["a", "a", "b"], ["x", "y"]], [["z", "z"]]]
-  rep = sequential.repeat_rates(texts, ok)
+  rep = measurements.repeat_rates(texts, ok)
   assert rep["after_correct"] == pytest.approx(2 / 3, abs=1e-4)  # a->a, a->b, z->z
   assert rep["after_incorrect"] == 0.0  # x->y
-  gains = sequential.step_gains(ok, steps=(1, 2, 5), num_boot=500)
+  gains = measurements.step_gains(ok, steps=(1, 2, 5), num_boot=500)
   # Step 1: problem 0 (T->T: 0, F->T: +1) = 0.5, problem 1 = 0; step 2: problem 0 only, -1.
   assert gains["1"]["mean"] == 0.25 and gains["1"]["problems"] == 2
   lo, hi = gains["1"]["ci95"]
   assert 0.0 <= lo <= 0.25 <= hi <= 0.5
   assert gains["2"] == {"mean": -1.0, "ci95": [-1.0, -1.0], "problems": 1}
   assert "5" not in gains  # no chain reaches step 5
-  always_better = sequential.step_gains([[[False, True]]] * 10, steps=(1,))
+  always_better = measurements.step_gains([[[False, True]]] * 10, steps=(1,))
   assert always_better["1"]["ci95"] == [1.0, 1.0]
 
 
@@ -236,6 +252,7 @@ class _ScriptSampler:
   context_len: int = 80
   eos_id: int = TOK.eos_id
   pad_id: int = TOK.pad_id
+  check_tokenizer = Sampler.check_tokenizer
 
   def sample(self, params, prompts, rng, *, num_samples, max_len, max_new_tokens, stop,
              temperature, mesh):
@@ -255,13 +272,15 @@ class _ScriptSampler:
                          stopped=(toks == TOK.eos_id).any(1))
 
 
-PROBLEMS = arithmetic.generate([arithmetic.Difficulty(3, 1)], "train", 5, seed=0)
+PROBLEMS = [Example(p.question, p.prompt, p.solution, p.answer, p.level)
+            for p in arithmetic.generate([arithmetic.Difficulty(3, 1)], "train", 5, seed=0)]
 DATA_KW = dict(samples_per_question=9, max_attempt_tokens=24, context_len=200, shard_size=2,
                seed=3, progress=False)
 
 
 def test_trajectory_shards_and_resume(tmp_path):
-  stats = tj.generate_trajectories(_ScriptSampler(), None, PROBLEMS, TOK, tmp_path, **DATA_KW)
+  stats = tj.generate_trajectories(_ScriptSampler(), None, PROBLEMS, TASK, TOK, tmp_path,
+                                   **DATA_KW)
   assert stats["num_chains"] == 5 * 3
   assert stats["fraction_correct"] == pytest.approx(1 / 3, abs=1e-4)
   assert stats["shards_written"] == 3 and tj.trajectories_complete(tmp_path)
@@ -292,48 +311,51 @@ def test_trajectory_shards_and_resume(tmp_path):
   assert not tj.trajectories_complete(tmp_path)
   with pytest.raises(ValueError, match=r"shards \[1\] of 3 are missing"):
     tj.load_trajectories(tmp_path)
-  stats2 = tj.generate_trajectories(_ScriptSampler(), None, PROBLEMS, TOK, tmp_path, **DATA_KW)
+  stats2 = tj.generate_trajectories(_ScriptSampler(), None, PROBLEMS, TASK, TOK, tmp_path,
+                                    **DATA_KW)
   assert stats2["shards_written"] == 1 and stats2["shards_skipped"] == 2
   assert open(shards.shard_path(tmp_path, 1), "rb").read() == before
   assert not os.path.exists(shards.shard_path(tmp_path, 1) + ".tmp")
   with pytest.raises(ValueError, match="different revision training-data job"):
-    tj.generate_trajectories(_ScriptSampler(), None, PROBLEMS, TOK, tmp_path,
+    tj.generate_trajectories(_ScriptSampler(), None, PROBLEMS, TASK, TOK, tmp_path,
                              **dict(DATA_KW, seed=4))
 
 
 def test_trajectory_window_error_before_compute(tmp_path):
   with pytest.raises(ValueError, match=r"raise revisions.context_len to >= \d+"):
-    tj.generate_trajectories(_ScriptSampler(), None, PROBLEMS, TOK, tmp_path,
+    tj.generate_trajectories(_ScriptSampler(), None, PROBLEMS, TASK, TOK, tmp_path,
                              **dict(DATA_KW, context_len=100))
   assert not os.path.exists(tmp_path / "manifest.json")
 
 
 # ---- the three stages on a small job (configs/test.py) ----
 
-def _job(workdir):
-  from ttc_jax import pipeline  # pylint: disable=g-import-not-at-top
+def _run(workdir):
   c = config_files.load("test")
   c.workdir = str(workdir)
   # A base LM that solves some level-1 questions, so that revision data has chains.
   c.train.update(total_steps=200, checkpoint_every=100, log_every=100)
   c.mesh.data = 1  # one device: the fastest on a shared CPU
-  return pipeline.Job(c)
+  return state.Run.create(c)
 
 
-def _run_stages(job, cfg, train_cfg):
-  job.data()
-  job.train_base_lm()
+def _run_stages(r):
+  """Data, base LM and the three revision stages; `(result, sweep)`, sweep() reruns the last."""
+  data = data_stage.run(r)
+  lm = base_lm.run(r, data)
   # The sweep only reads the ORM's (graphdef, state); an untrained head keeps the test fast.
-  job.orm = reward.from_lm(job.params, job.model_cfg)
-  stages.revision_data(job, cfg)
-  stages.train_revision_model(job, cfg, train_cfg)
-  return stages.revisions_sweep(job, cfg)
+  head = reward.from_lm(lm.params, lm.cfg)
+  verifiers = state.Verifiers(prm=head, orm=head)
+  chains = stages.revision_data(r, data, lm)
+  model = stages.train_revision_model(r, lm, chains)
+  sweep = lambda: stages.revisions_sweep(r, data, model, verifiers, chains, {})
+  return sweep(), sweep
 
 
 def test_stages_end_to_end_and_resume(tmp_path):
-  cfg, train_cfg = stages.from_config(config_files.load("test").revisions)
-  job = _job(tmp_path)
-  result = _run_stages(job, cfg, train_cfg)
+  r = _run(tmp_path)
+  cfg, train_cfg = r.settings.revisions, r.settings.revision_train
+  result, sweep = _run_stages(r)
   summary = json.load(open(tmp_path / "summary.json"))
   assert summary["revisions"] == json.loads(json.dumps(result))
   assert len(result["pass@1_by_step"]["all"]) == max(cfg.chain_lengths)
@@ -343,14 +365,14 @@ def test_stages_end_to_end_and_resume(tmp_path):
       assert c["samples_per_problem"] == [int(n)]
   rows = [json.loads(l) for l in open(tmp_path / "revisions_sweep.jsonl")]
   assert len(rows) == 7 * 2 * 3  # (N, s) pairs x selections x (all + 2 levels)
-  assert all(0 <= r["accuracy"] <= 1 for r in rows)
+  assert all(0 <= row["accuracy"] <= 1 for row in rows)
   assert os.path.isdir(tmp_path / "checkpoints" / "revision" / str(train_cfg.total_steps))
 
   # A killed sweep: one chain shard and the results lost; the rerun redoes just that shard.
   n_metric_rows = len(open(tmp_path / "metrics.jsonl").readlines())
   os.remove(tmp_path / "revisions.json")
   os.remove(shards.shard_path(tmp_path / "revisions", 1))
-  again = stages.revisions_sweep(job, cfg)
+  again = sweep()
   for k in ("pass@1_by_step", "sweep", "counts", "correct_to_incorrect"):
     assert again[k] == result[k]
   assert len([json.loads(l) for l in open(tmp_path / "revisions_sweep.jsonl")]) == len(rows)
@@ -364,15 +386,15 @@ def test_stages_end_to_end_and_resume(tmp_path):
   json.dump(old, open(tmp_path / "revisions.json", "w"))
   mtimes = {f: os.path.getmtime(tmp_path / "revisions" / f)
             for f in os.listdir(tmp_path / "revisions")}
-  resummarized = stages.revisions_sweep(job, cfg)
+  resummarized = sweep()
   assert resummarized["pass@1_gain_vs_step0"] == result["pass@1_gain_vs_step0"]
   assert resummarized["seconds"] == {"revisions_sweep": 123.0}
   assert {f: os.path.getmtime(tmp_path / "revisions" / f) for f in mtimes} == mtimes
 
-  # A rerun of every stage on a fresh Job trains nothing and samples nothing.
-  job2 = _job(tmp_path)
+  # A rerun of every stage on a fresh Run trains nothing and samples nothing.
+  r2 = _run(tmp_path)
   n_metric_rows = len(open(tmp_path / "metrics.jsonl").readlines())
-  assert _run_stages(job2, cfg, train_cfg)["sweep"] == result["sweep"]
+  assert _run_stages(r2)[0]["sweep"] == result["sweep"]
   assert len(open(tmp_path / "metrics.jsonl").readlines()) == n_metric_rows
 
 
@@ -409,7 +431,7 @@ def test_bucketed_batches_are_pure_and_cover_each_length_class():
   bounds = [(10, 64), (65, 128), (129, 192), (193, 300)]
   lengths = np.concatenate([rng.integers(lo, hi + 1, 20) for lo, hi in bounds])
   arrays = _chains_of_lengths(lengths)
-  fn = tj.bucketed_batches(arrays, 8, seed=1, widths=(64, 128, 192))
+  fn = tj.bucketed_batches(arrays, 8, seed=1, pad_id=TOK.pad_id, widths=(64, 128, 192))
   per_epoch = 4 * (20 // 8)
   seen, widths = [], set()
   for step in range(per_epoch):
@@ -423,14 +445,16 @@ def test_bucketed_batches_are_pure_and_cover_each_length_class():
     widths.add(width)
   assert widths == {64, 128, 192, 320}
   assert len(set(seen)) == len(seen) == per_epoch * 8  # an epoch repeats no chain
-  np.testing.assert_array_equal(fn(3)["row"], tj.bucketed_batches(arrays, 8, seed=1)(3)["row"])
+  np.testing.assert_array_equal(fn(3)["row"],
+                                tj.bucketed_batches(arrays, 8, seed=1, pad_id=TOK.pad_id)(3)["row"])
   # Fewer chains than a batch: one class at full width, chains repeated.
-  small = tj.bucketed_batches({k: v[:5] for k, v in arrays.items()}, 8, seed=1)(0)
+  small = tj.bucketed_batches({k: v[:5] for k, v in arrays.items()}, 8, seed=1,
+                               pad_id=TOK.pad_id)(0)
   assert small["tokens"].shape == (8, 320) and set(small["row"]) == set(range(5))
   # A class smaller than a batch joins the next wider one; a short widest tail widens
   # the class before it to the full width, so no chain is ever cut.
   mixed = _chains_of_lengths(np.array([30] * 8 + [100] * 3 + [150] * 6 + [250] * 2))
-  fn = tj.bucketed_batches(mixed, 8, seed=0, widths=(64, 128, 192))
+  fn = tj.bucketed_batches(mixed, 8, seed=0, pad_id=TOK.pad_id, widths=(64, 128, 192))
   got = {}
   for step in range(2):
     b = fn(step)
@@ -439,16 +463,24 @@ def test_bucketed_batches_are_pure_and_cover_each_length_class():
 
 
 def test_summary_of_a_tiny_sweep_with_a_huge_answer():
-  cfg = stages.RevisionConfig(budgets=(2,), seq_lengths=(1, 2), context_len=384)
+  cfg = settings.RevisionConfig(budgets=(2,), seq_lengths=(1, 2), context_len=384)
   assert cfg.chain_lengths == (2, 1)
-  prob = arithmetic.Problem.from_question("1+2", level=1)
-  # Chain 0: wrong (a 23-digit answer) then right; chain 1: right.
+  p = arithmetic.Problem.from_question("1+2", level=1)
+  examples = [Example(p.question, p.prompt, p.solution, p.answer, p.level)]
+  # Chain 0: wrong (a 23-digit answer) then right; chain 1: right. Answers are read back
+  # from the attempts' tokens.
+  texts = ["A:12345678901234567890123", "A:3", "A:3"]
+  enc = [TOK.encode(t, eos=True) for t in texts]
+  tokens = np.zeros((3, max(map(len, enc))), np.int32)
+  for i, e in enumerate(enc):
+    tokens[i, :len(e)] = e
   arrays = {"problem": np.zeros(3, np.int32), "chain": np.array([0, 0, 1], np.int32),
-            "step": np.array([0, 1, 0], np.int32), "tokens": np.zeros((3, 4), np.int32),
-            "lengths": np.array([4, 3, 2], np.int32),
-            "answer": np.array(["12345678901234567890123", "3", "3"]),
-            "has_answer": np.array([True, True, True]), "orm": np.array([.9, .8, .1], np.float32)}
-  r = stages.summarize(arrays, [prob], cfg)
+            "step": np.array([0, 1, 0], np.int32), "tokens": tokens,
+            "lengths": np.array([len(e) for e in enc], np.int32),
+            "orm": np.array([.9, .8, .1], np.float32)}
+  grids = sequential.attempt_grids(arrays, cfg.chain_lengths, examples, TASK, TOK)
+  assert grids.answers == [[[12345678901234567890123, 3], [3]]]  # no int64 overflow
+  r = stages.summarize(grids, examples, TASK, cfg.chain_lengths, cfg.budgets, cfg.seq_lengths)
   assert r["pass@1_by_step"]["all"] == [0.5, 1.0]
   assert r["incorrect_to_correct"] == 1.0 and r["correct_to_incorrect"] is None
   # Step-0 pass@1 1/2 (chain 0 wrong, chain 1 right): a sampler ignoring the context fixes
@@ -459,8 +491,8 @@ def test_summary_of_a_tiny_sweep_with_a_huge_answer():
   assert r["repeats_previous"] == {"after_correct": None, "after_incorrect": 0.0}
   assert r["flips_by_level"]["1"]["independent"]["incorrect_to_correct"] == 0.5
   assert "step 1 - step 0: +1.0000" in stages.format_result(r)
-  from ttc_jax.allocator import stages as allocator_stages  # the report's per-step section
-  section = allocator_stages._revision_steps_section(r)  # pylint: disable=protected-access
+  from ttc_jax.pipeline.stages import report  # the report's per-step section
+  section = report._revision_steps_section(r)  # pylint: disable=protected-access
   assert section["table"] == [
       {"step": 0, "pass@1": 0.5, "gain vs step 0 (95% CI)": ""},
       {"step": 1, "pass@1": 1.0, "gain vs step 0 (95% CI)": "+1.000 (+1.000 .. +1.000)"}]
@@ -469,6 +501,7 @@ def test_summary_of_a_tiny_sweep_with_a_huge_answer():
   assert r["sweep"]["2"]["1"]["orm_hierarchical"]["all"] == 0.0
   assert r["sweep"]["2"]["2"]["orm_hierarchical"]["all"] == 0.0  # chain 0: .9 beats .8
   assert r["sweep"]["2"]["2"]["majority"]["all"] == 0.0  # a tie goes to the first seen
-  assert r["counts"]["2"]["2"] == {"samples_per_problem": [2], "mean_generated_tokens": 7.0,
+  # (N=2, s=2): chain 0's two attempts, 26 + 4 tokens (EOS included).
+  assert r["counts"]["2"]["2"] == {"samples_per_problem": [2], "mean_generated_tokens": 30.0,
                                    "groups": 1}
   assert len(stages.sweep_rows(r)) == 2 * 2 * 2  # (N, s) x selections x (all + level 1)

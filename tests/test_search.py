@@ -7,14 +7,18 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import config_files
 from ttc_jax import testing
 from ttc_jax.compilation import count_compilations
-from ttc_jax.data.tokenizer import CharTokenizer
 from ttc_jax.models import reward
 from ttc_jax.sampling.sampler import Sampler
 from ttc_jax.search import base, selection
+from ttc_jax.tasks import chain_arithmetic
+from ttc_jax.tokenizers.char import CharTokenizer
 
-TOK = CharTokenizer()
+TOK = CharTokenizer(chain_arithmetic.ALPHABET)
+TASK = testing.chain_task()
+STEP = list(TOK.step_ids(TASK.step_delimiter))  # the newline's one id
 NEG = -30.0
 
 
@@ -60,8 +64,8 @@ def _script_cache(batch, max_len):
 
 def script_policy() -> base.Policy:
   sampler = Sampler(apply_fn=_script_apply, init_cache=_script_cache, eos_id=TOK.eos_id,
-                    step_id=TOK.step_id, pad_id=TOK.pad_id, context_len=16)
-  return base.Policy(sampler, {"table": jnp.asarray(_script_table())}, TOK)
+                    step_ids=TOK.step_ids(TASK.step_delimiter), pad_id=TOK.pad_id, context_len=16)
+  return base.Policy(sampler, {"table": jnp.asarray(_script_table())}, TOK, TASK)
 
 
 class DigitVerifier(base.Verifier):
@@ -96,9 +100,8 @@ SCRIPT_CONFIG = base.SearchConfig(beam_width=4, max_step_tokens=8)
 def tiny():
   cfg, _, lm_state, tok, sampler = testing.tiny_transformer(seed=0, max_len=32)
   prm_graphdef, prm_state = reward.create(cfg, seed=1)
-  prompts = [tok.encode("Q:1+2", bos=True) + [tok.step_id],
-             tok.encode("Q:34-5+6", bos=True) + [tok.step_id]]
-  return (base.Policy(sampler, lm_state, tok), base.Verifier(prm_graphdef, prm_state),
+  prompts = [tok.encode("Q:1+2", bos=True) + STEP, tok.encode("Q:34-5+6", bos=True) + STEP]
+  return (base.Policy(sampler, lm_state, tok, TASK), base.Verifier(prm_graphdef, prm_state),
           prompts)
 
 
@@ -113,7 +116,7 @@ def _greedy(prompts, policy, verifier, budget, config, rng):
                                  temperature=0.0)
   lengths = np.asarray(out.lengths)
   texts = [[policy.tokenizer.decode(t[:l])] for t, l in zip(np.asarray(out.tokens), lengths)]
-  answers = [[config.answer_fn(t[0])] for t in texts]
+  answers = [[policy.task.extract_answer(t[0])] for t in texts]
   return base.SearchResult(
       tokens=[t[None, :l] for t, l in zip(np.asarray(out.tokens), lengths)],
       lengths=[lengths[i:i + 1] for i in range(len(prompts))], texts=texts,
@@ -151,7 +154,7 @@ def test_register_twice_under_one_name_fails():
 ])
 def test_bad_settings_fail_before_compute(budget, config, match):
   # params=None: any compute would fail with a different error.
-  policy = base.Policy(script_policy().sampler, None, TOK)
+  policy = base.Policy(script_policy().sampler, None, TOK, TASK)
   with count_compilations() as c, pytest.raises(ValueError, match=match):
     base.get("beam")(SCRIPT_PROMPTS, policy, DigitVerifier(), budget, config, jax.random.key(0))
   assert c.count == 0
@@ -336,7 +339,7 @@ def test_dvts_pool_closes_subtrees_whose_best_beam_ended():
     (8, -1, "lookahead=-1"),
 ])
 def test_lookahead_bad_budget_fails_before_compute(budget, k, match):
-  policy = base.Policy(script_policy().sampler, None, TOK)
+  policy = base.Policy(script_policy().sampler, None, TOK, TASK)
   cfg = dataclasses.replace(SCRIPT_CONFIG, lookahead=k)
   with count_compilations() as c, pytest.raises(ValueError, match=match):
     base.get("lookahead")(SCRIPT_PROMPTS, policy, DigitVerifier(), budget, cfg,
@@ -392,17 +395,17 @@ def test_same_results_on_one_and_eight_devices(name, overrides):
   from ttc_jax.parallel import mesh as mesh_lib  # pylint: disable=g-import-not-at-top
   cfg, _, lm_state, tok, sampler = testing.tiny_transformer(seed=3, max_len=32)
   prm_graphdef, prm_state = reward.create(cfg, seed=4)
-  prompts = [tok.encode(f"Q:{a}+{b}", bos=True) + [tok.step_id]
+  prompts = [tok.encode(f"Q:{a}+{b}", bos=True) + STEP
              for a, b in [(1, 2), (34, 5), (7, 8), (9, 10), (2, 2), (5, 61), (3, 3), (4, 8)]]
   scfg = base.SearchConfig(**{"beam_width": 2, "max_rounds": 5, "max_step_tokens": 8, **overrides})
   budget = 4 if scfg.beam_width == "sqrt" else 8
   one = jax.devices()[0]
-  ref = base.get(name)(prompts, base.Policy(sampler, jax.device_put(lm_state, one), tok),
+  ref = base.get(name)(prompts, base.Policy(sampler, jax.device_put(lm_state, one), tok, TASK),
                        base.Verifier(prm_graphdef, jax.device_put(prm_state, one)), budget,
                        scfg, jax.random.key(7))
   mesh = mesh_lib.make_mesh(data=8, model=1)
   sharded = base.get(name)(
-      prompts, base.Policy(sampler, mesh_lib.shard_params(lm_state, mesh), tok),
+      prompts, base.Policy(sampler, mesh_lib.shard_params(lm_state, mesh), tok, TASK),
       base.Verifier(prm_graphdef, mesh_lib.shard_params(prm_state, mesh)), budget,
       dataclasses.replace(scfg, mesh=mesh), jax.random.key(7))
   assert sharded.texts == ref.texts and sharded.selected == ref.selected
@@ -438,26 +441,37 @@ def test_warm_search_compiles_nothing(tiny, name, overrides):
 
 
 def test_custom_strategy_runs_through_the_sweep_code(tmp_path, tiny):
-  from ttc_jax.data import arithmetic  # pylint: disable=g-import-not-at-top
-  from ttc_jax.experiments import search_sweep, sweep  # pylint: disable=g-import-not-at-top
+  # pylint: disable=g-import-not-at-top
+  from ttc_jax.io import sweep
+  from ttc_jax.pipeline import settings, state
+  from ttc_jax.pipeline.stages import search as search_stage
+  from ttc_jax.search import specs
+  from ttc_jax.tasks.base import Example
+  from ttc_jax.tasks.chain_arithmetic import problems as arithmetic
+  # pylint: enable=g-import-not-at-top
   policy, verifier, _ = tiny
-  problems = [arithmetic.Problem.from_question(q, lv)
-              for q, lv in [("1+2", 1), ("3+4", 1), ("34-5+6", 2)]]
-  cfg = search_sweep.SearchSweepConfig(num_questions=3, budgets=(1, 2, 3),
-                                       strategies=("test_greedy", "beam/beam_width=2"),
-                                       rows_per_batch=4, max_step_tokens=8)
-  cells = search_sweep.cells(cfg)
+  examples = [Example(p.question, p.prompt, p.solution, p.answer, p.level)
+              for p in (arithmetic.Problem.from_question(q, lv)
+                        for q, lv in [("1+2", 1), ("3+4", 1), ("34-5+6", 2)])]
+  cfg = settings.SearchSweepConfig(num_questions=3, budgets=(1, 2, 3),
+                                   strategies=("test_greedy", "beam/beam_width=2"),
+                                   rows_per_batch=4, max_step_tokens=8)
+  c = config_files.load("test")
+  c.workdir, c.mesh.data = str(tmp_path), 1
+  r = state.Run.create(c)
+  r = dataclasses.replace(r, settings=dataclasses.replace(r.settings, search=cfg))
+  cells = specs.cells(cfg.strategies, cfg.budgets, cfg.search_config())
   # The custom strategy has no budget check, so it runs at every budget; beam needs 2 | N.
   assert [(c["strategy"], c["budget"]) for c in cells] == [
       ("test_greedy", 1), ("test_greedy", 2), ("test_greedy", 3), ("beam/beam_width=2", 2)]
-  rows = sweep.run_grid(tmp_path / "search.jsonl", cells, lambda c: search_sweep.run_cell(
-      c, problems, policy, verifier, cfg, None, seed=0))
-  direct = base.get("test_greedy")([TOK.encode(p.prompt, bos=True) for p in problems], policy,
+  rows = sweep.run_grid(tmp_path / "search.jsonl", cells, lambda c: search_stage.run_cell(
+      r, c, examples, policy, verifier))
+  direct = base.get("test_greedy")([TOK.encode(e.prompt, bos=True) for e in examples], policy,
                                    verifier, 1, cfg.search_config(), jax.random.key(0))
-  want = [int(s == p.answer) for s, p in zip(direct.selected, problems)]
-  for r in rows[:3]:
-    assert r["correct"] == want and r["samples"] == [1, 1, 1]
-  table = search_sweep.summarize(rows, baseline="test_greedy")
+  want = [int(s == e.answer) for s, e in zip(direct.selected, examples)]
+  for row in rows[:3]:
+    assert row["correct"] == want and row["samples"] == [1, 1, 1]
+  table = search_stage.summarize(rows, baseline="test_greedy")
   assert set(table) == {"test_greedy", "beam/beam_width=2"}
   assert table["test_greedy"]["2"]["all"] == round(sum(want) / 3, 4)
-  assert "test_greedy" in search_sweep.format_table(table)
+  assert "test_greedy" in search_stage.format_table(table)

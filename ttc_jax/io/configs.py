@@ -8,15 +8,17 @@ from typing import Any, Mapping, TypeVar
 T = TypeVar("T")
 
 
-def from_section(cls: type[T], section: Mapping[str, Any], name: str, **extra: Any) -> T:
+def from_section(cls: type[T], section: Mapping[str, Any], name: str,
+                 subsections: tuple[str, ...] = (), **extra: Any) -> T:
   """`cls(**section, **extra)`, naming unknown keys (with the valid ones) and missing ones.
 
-  `name` is the section's path in the config (e.g. 'prm.labels'), used in the errors.
+  `name` is the section's path in the config (e.g. 'prm.labels'), used in the errors;
+  `subsections` are keys of the section the caller has taken out (listed as valid).
   Values that are lists become tuples, so the dataclass stays hashable.
   """
   values = {k: tuple(v) if isinstance(v, list) else v for k, v in dict(section).items()}
-  valid = [f.name for f in dataclasses.fields(cls) if f.name not in extra]
-  unknown = sorted(set(values) - set(valid))
+  valid = [f.name for f in dataclasses.fields(cls) if f.name not in extra] + list(subsections)
+  unknown = sorted(set(values) - set(valid) | set(values) & set(subsections))
   if unknown:
     raise ValueError(f"Unknown key(s) {unknown} in config.{name}; valid keys: {sorted(valid)}.")
   missing = [f.name for f in dataclasses.fields(cls)

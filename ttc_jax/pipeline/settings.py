@@ -298,7 +298,7 @@ def parse(config: ml_collections.ConfigDict) -> Settings:
       verifier_eval=configs.from_section(VerifierEvalConfig, config.verifier_eval,
                                          "verifier_eval"),
       search=configs.from_section(SearchSweepConfig, config.search, "search"),
-      revisions=configs.from_section(RevisionConfig, revisions, "revisions"),
+      revisions=configs.from_section(RevisionConfig, revisions, "revisions", ("train",)),
       revision_train=revision_train,
       allocator=configs.from_section(AllocatorConfig, allocator, "allocator"))
 

@@ -26,6 +26,7 @@ from ttc_jax.models import transformer
 from ttc_jax.pipeline import artifacts
 from ttc_jax.pipeline import common
 from ttc_jax.pipeline import state
+from ttc_jax.revisions import measurements
 from ttc_jax.revisions import sequential
 from ttc_jax.revisions import trajectories
 from ttc_jax.tasks import base as tasks
@@ -171,15 +172,15 @@ def summarize(grids: sequential.Grids, examples: list[tasks.Example], task: task
       str(int(lv)): round(float(np.mean(np.asarray(x)[levels == lv])), 4)
       for lv in np.unique(levels)}}
   gain_steps = range(1, min(GAIN_STEPS, max(chain_lengths) - 1) + 1)
-  per_step = {"all": [round(v, 4) for v in sequential.step_accuracy(ok)]}
-  gains = {"all": sequential.step_gains(ok, gain_steps)}
+  per_step = {"all": [round(v, 4) for v in measurements.step_accuracy(ok)]}
+  gains = {"all": measurements.step_gains(ok, gain_steps)}
   flips_by_level = {}
   for lv in np.unique(levels):
     grid = [ok[q] for q in np.flatnonzero(levels == lv)]
-    per_step[str(int(lv))] = [round(v, 4) for v in sequential.step_accuracy(grid)]
-    gains[str(int(lv))] = sequential.step_gains(grid, gain_steps)
-    flips_by_level[str(int(lv))] = {**sequential.flip_rates(grid),
-                                    "independent": sequential.independent_flip_rates(grid)}
+    per_step[str(int(lv))] = [round(v, 4) for v in measurements.step_accuracy(grid)]
+    gains[str(int(lv))] = measurements.step_gains(grid, gain_steps)
+    flips_by_level[str(int(lv))] = {**measurements.flip_rates(grid),
+                                    "independent": measurements.independent_flip_rates(grid)}
   sweep: dict[str, Any] = {}
   counts: dict[str, Any] = {}
   is_correct = lambda q, answer: task.is_correct(answer, examples[q])
@@ -193,9 +194,9 @@ def summarize(grids: sequential.Grids, examples: list[tasks.Example], task: task
         "mean_generated_tokens": round(float(toks.mean()), 1),
         "groups": len(sequential.ratio_groups(chain_lengths, n, s))}
   return {"pass@1_by_step": per_step, "pass@1_gain_vs_step0": gains,
-          **sequential.flip_rates(ok),
-          "independent_baseline": sequential.independent_flip_rates(ok),
-          "repeats_previous": sequential.repeat_rates(grids.attempts, ok),
+          **measurements.flip_rates(ok),
+          "independent_baseline": measurements.independent_flip_rates(ok),
+          "repeats_previous": measurements.repeat_rates(grids.attempts, ok),
           "flips_by_level": flips_by_level, "sweep": sweep,
           "counts": counts, "num_questions": len(examples), "chain_lengths": list(chain_lengths),
           "attempts_per_question": int(sum(chain_lengths))}
