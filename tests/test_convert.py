@@ -112,8 +112,10 @@ def test_kv_cache_prefill_and_decode_match_hf(tmp_path):
 def test_greedy_sampler_matches_hf_generate(tmp_path):
   model = _hf_model(num_key_value_heads=2)
   cfg, graphdef, state = _save_and_load(model, tmp_path)
-  tok = types.SimpleNamespace(eos_id=VOCAB, step_id=VOCAB, pad_id=0)  # ids never sampled
-  sampler = Sampler.for_transformer(graphdef, cfg, tok)
+  tok = types.SimpleNamespace(eos_id=VOCAB, step_ids=lambda delimiter: (VOCAB,),
+                              pad_id=0)  # ids never sampled
+  sampler = Sampler.for_transformer(graphdef, cfg, tok, "\n")
+  assert sampler.step_ids == (VOCAB,)
   prompts = _tokens(2, 9, seed=2)
   new = 12
   _, out = sampler.sample(state, prompts.tolist(), jax.random.key(0), max_len=32,

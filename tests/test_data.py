@@ -7,9 +7,10 @@ import sys
 import numpy as np
 import pytest
 
-from ttc_jax.data import arithmetic
-from ttc_jax.data import tasks
-from ttc_jax.data.tokenizer import BOS, EOS, PAD, CharTokenizer
+from ttc_jax.tasks.chain_arithmetic import problems as arithmetic
+from ttc_jax.tasks.chain_arithmetic import seqio_tasks as tasks
+from ttc_jax.tokenizers.char import BOS, EOS, PAD, CharTokenizer
+from ttc_jax.training import batches
 
 LEVELS = (arithmetic.Difficulty(2, 1, "+-"), arithmetic.Difficulty(3, 2, "+-*"))
 COUNTS = {"train": 12, "validation": 3, "test": 5}
@@ -108,7 +109,7 @@ def test_unknown_split_is_an_error():
 
 
 def test_tokenizer_round_trip():
-  tok = CharTokenizer()
+  tok = CharTokenizer(arithmetic.ALPHABET)
   text = tok.chars + "Q:12*3-4\n12*3=36\n36-4=32\nA:32"
   ids = tok.encode(text, bos=True, eos=True)
   assert ids[0] == BOS and ids[-1] == EOS
@@ -116,12 +117,12 @@ def test_tokenizer_round_trip():
   assert tok.decode(ids) == text
   assert tok.decode(ids + [7, 8]) == text  # stops at EOS
   assert tok.decode([PAD, BOS] + tok.encode("A:1") + [PAD]) == "A:1"
-  assert tok.step_id == tok.encode("\n")[0]
+  assert tok.step_ids("\n") == (tok.encode("\n")[0],)
 
 
 def test_tokenizer_unknown_char_is_an_error():
   with pytest.raises(ValueError, match=r"Character 'x' in 'Q:1x2' is not in the tokenizer"):
-    CharTokenizer().encode("Q:1x2")
+    CharTokenizer(arithmetic.ALPHABET).encode("Q:1x2")
 
 
 # ---------------------------------------------------------------- TFDS + seqio
@@ -143,7 +144,8 @@ def splits(task):
 
 
 def test_import_does_not_import_tensorflow():
-  code = ("import sys, ttc_jax.data.arithmetic, ttc_jax.data.tasks; "
+  code = ("import sys, ttc_jax.tasks.chain_arithmetic.problems, "
+          "ttc_jax.tasks.chain_arithmetic.seqio_tasks; "
           "print('tensorflow' in sys.modules)")
   out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
   assert out.stdout.strip() == "False"
@@ -173,7 +175,7 @@ def test_prepare_is_idempotent(task, data_dir):
 
 
 def test_config_name_is_a_function_of_the_settings(task):
-  from ttc_jax.data.tfds_builders.chain_arithmetic import ChainArithmeticConfig
+  from ttc_jax.tasks.chain_arithmetic.tfds_builder import ChainArithmeticConfig
   name = lambda *a: ChainArithmeticConfig.create(*a).name
   base = name(LEVELS, COUNTS, SEED)
   assert base == name([(2, 1, "+-"), (3, 2, "+-*")], dict(COUNTS), SEED)  # tuples == Difficulty
@@ -200,7 +202,7 @@ def test_split_matches_generator_in_order(splits):
 
 
 def test_task_inputs_and_targets(splits):
-  tok = CharTokenizer()
+  tok = CharTokenizer(arithmetic.ALPHABET)
   test = splits["test"]
   assert len(test["inputs"]) == len(test["targets"]) == COUNTS["test"] * len(LEVELS)
   for x, y, prompt, solution in zip(test["inputs"], test["targets"], test["prompt"],
@@ -215,7 +217,7 @@ def test_task_inputs_and_targets(splits):
 def test_char_vocabulary_matches_tokenizer(task):
   import tensorflow as tf
   vocab = task.output_features["targets"].vocabulary
-  tok = CharTokenizer()
+  tok = CharTokenizer(arithmetic.ALPHABET)
   text = "Q:12*3-4\n12*3=36\n36-4=32\nA:32"
   assert vocab == tasks.CharVocabulary()
   assert (vocab.pad_id, vocab.bos_id, vocab.eos_id, vocab.unk_id) == (PAD, BOS, EOS, None)
@@ -251,22 +253,23 @@ def test_unknown_task_and_split_are_errors(task):
 # ---------------------------------------------------------------- LM arrays
 
 
-def test_lm_batch_arrays_masks_exactly_the_targets():
-  examples = {"inputs": [[BOS, 5, 6], [BOS, 4]], "targets": [[7, EOS], [8, 9, 10, EOS]]}
-  out = tasks.lm_batch_arrays(examples, 7)
+def test_lm_arrays_masks_exactly_the_targets():
+  inputs, targets = [[BOS, 5, 6], [BOS, 4]], [[7, EOS], [8, 9, 10, EOS]]
+  out = batches.lm_arrays(inputs, targets, 7, PAD)
   np.testing.assert_array_equal(out["tokens"], [[BOS, 5, 6, 7, EOS, PAD, PAD],
                                                 [BOS, 4, 8, 9, 10, EOS, PAD]])
   np.testing.assert_array_equal(out["loss_mask"], [[0, 0, 0, 1, 1, 0, 0],
                                                    [0, 0, 1, 1, 1, 1, 0]])
   assert out["tokens"].dtype == np.int32 and out["loss_mask"].dtype == np.float32
   # Exactly full rows are fine.
-  assert tasks.lm_batch_arrays(examples, 6)["tokens"].shape == (2, 6)
+  assert batches.lm_arrays(inputs, targets, 6, PAD)["tokens"].shape == (2, 6)
 
 
-def test_lm_batch_arrays_on_a_split(splits):
+def test_lm_arrays_on_a_split(splits):
   train = splits["train"]
   max_len = max(len(x) + len(y) for x, y in zip(train["inputs"], train["targets"]))
-  out = tasks.lm_batch_arrays(train, max_len + 3)
+  out = batches.lm_arrays(train["inputs"], train["targets"], max_len + 3, PAD,
+                          names=train["question"])
   tokens, mask = out["tokens"], out["loss_mask"]
   assert tokens.shape == mask.shape == (len(train["answer"]), max_len + 3)
   for row, m, x, y in zip(tokens, mask, train["inputs"], train["targets"]):
@@ -275,14 +278,13 @@ def test_lm_batch_arrays_on_a_split(splits):
     assert (row[len(x) + len(y):] == PAD).all() and m.sum() == len(y)
 
 
-def test_lm_batch_arrays_too_long_is_an_error(splits):
-  examples = {"inputs": [[BOS, 5], [BOS, 5, 6, 7]], "targets": [[EOS], [8, EOS]],
-              "question": ["a", "b"]}
+def test_lm_arrays_too_long_is_an_error(splits):
+  inputs, targets = [[BOS, 5], [BOS, 5, 6, 7]], [[EOS], [8, EOS]]
   with pytest.raises(ValueError, match=r"Example 1 \(question 'b'\) is 6 tokens .* longer than "
                      r"max_len=5.*at least 6"):
-    tasks.lm_batch_arrays(examples, 5)
+    batches.lm_arrays(inputs, targets, 5, PAD, names=["a", "b"])
   with pytest.raises(ValueError, match="Example 0 is 3 tokens"):
-    tasks.lm_batch_arrays({"inputs": [[1, 5]], "targets": [[2]]}, 2)
+    batches.lm_arrays([[1, 5]], [[2]], 2, PAD)
 
 
 def test_problem_from_question_round_trips():

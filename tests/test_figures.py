@@ -6,7 +6,7 @@ import os
 import numpy as np
 import pytest
 
-from ttc_jax.experiments import figures
+from ttc_jax.pipeline import figures
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

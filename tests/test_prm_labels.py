@@ -11,16 +11,20 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from ttc_jax import stats as stats_lib
 from ttc_jax import testing
 from ttc_jax.compilation import count_compilations
-from ttc_jax.data import arithmetic
-from ttc_jax.data.tokenizer import CharTokenizer
-from ttc_jax.experiments import shards
+from ttc_jax.io import shards
 from ttc_jax.parallel import mesh as mesh_lib
 from ttc_jax.sampling.sampler import Sampler
+from ttc_jax.tasks.base import Example
+from ttc_jax.tasks.chain_arithmetic import problems as arithmetic
+from ttc_jax.tokenizers.char import CharTokenizer
 from ttc_jax.training import prm_labels as pl
 
-TOK = CharTokenizer()
+TOK = CharTokenizer(arithmetic.ALPHABET)
+TASK = testing.chain_task()
+(STEP_ID,) = TOK.step_ids(arithmetic.STEP_DELIMITER)
 
 
 # ---- a controllable fake LM: samples uniformly among the continuations of fixed texts ----
@@ -51,7 +55,7 @@ def _trie_cache(batch, max_len):
 
 MAX_LEN = 40
 TRIE = Sampler(apply_fn=_trie_apply, init_cache=_trie_cache, eos_id=TOK.eos_id,
-               step_id=TOK.step_id, pad_id=TOK.pad_id, context_len=MAX_LEN)
+               step_ids=(STEP_ID,), pad_id=TOK.pad_id, context_len=MAX_LEN)
 
 
 def _wrong_steps(p):
@@ -70,6 +74,7 @@ def _text_ids(p, steps):
 # Question kinds: 0 always right, 1 always wrong (from step 2), 2 right or wrong at 50/50
 # where step 2's result is written.
 PROBLEMS = arithmetic.generate([arithmetic.Difficulty(3, 2)], "train", 6, seed=0)
+EXAMPLES = [Example(p.question, p.prompt, p.solution, p.answer, p.level) for p in PROBLEMS]
 KIND = [i % 3 for i in range(len(PROBLEMS))]
 REFS = []
 for _p, _k in zip(PROBLEMS, KIND):
@@ -85,7 +90,7 @@ KW = dict(num_solutions=4, num_rollouts=32, shard_size=2, max_len=MAX_LEN,
 @pytest.fixture(scope="module")
 def trie_run(tmp_path_factory):
   out = tmp_path_factory.mktemp("trie")
-  stats = pl.generate_labels(TRIE, TRIE_PARAMS, PROBLEMS, TOK, out, seed=0, **KW)
+  stats = pl.generate_labels(TRIE, TRIE_PARAMS, EXAMPLES, TASK, TOK, out, seed=0, **KW)
   return out, stats, pl.load_labels(out)
 
 
@@ -113,7 +118,7 @@ def test_fake_lm_labels_are_exact(trie_run):
   # Every wrong step has label 0; the only positives as low are step 1 of kind-1
   # questions (correct, but the model always goes wrong after it): 8 steps, ties.
   n_pos = 8 * 3 + 8 + 8 + 2 * int(ok2.sum())
-  assert pl.step_label_auroc(d, PROBLEMS, TOK) == pytest.approx(1 - 0.5 * 8 / n_pos)
+  assert pl.step_label_auroc(d, EXAMPLES, TASK, TOK) == pytest.approx(1 - 0.5 * 8 / n_pos)
 
 
 def test_shard_format_and_rollout_counts(trie_run):
@@ -137,10 +142,11 @@ def test_shard_format_and_rollout_counts(trie_run):
 def test_invariants_on_random_tiny_model(tmp_path, monkeypatch):
   _, _, state, tok, sampler = testing.tiny_transformer(seed=3, max_len=32)
   sampler = dataclasses.replace(sampler, buckets=(32,))
-  probs = arithmetic.generate([arithmetic.Difficulty(2, 1)], "train", 4, seed=1)
+  probs = [Example(p.question, p.prompt, p.solution, p.answer, p.level)
+           for p in arithmetic.generate([arithmetic.Difficulty(2, 1)], "train", 4, seed=1)]
   kw = dict(num_solutions=3, num_rollouts=4, shard_size=2, max_len=32, prefixes_per_batch=4,
             progress=False)
-  stats = pl.generate_labels(sampler, state, probs, tok, tmp_path / "a", seed=0, **kw)
+  stats = pl.generate_labels(sampler, state, probs, TASK, tok, tmp_path / "a", seed=0, **kw)
   d = pl.load_labels(tmp_path / "a")
   n = 4 * 3
   assert {k: v.shape[0] for k, v in d.items()} == {k: n for k in pl.ARRAYS}
@@ -154,7 +160,7 @@ def test_invariants_on_random_tiny_model(tmp_path, monkeypatch):
     k = d["num_steps"][r]
     ends = d["step_ends"][r, :k]
     at = d["tokens"][r, ends]
-    assert np.isin(at, [tok.step_id, tok.eos_id]).all(), at
+    assert np.isin(at, [*tok.step_ids("\n"), tok.eos_id]).all(), at
     assert (ends >= d["prompt_len"][r]).all() and (np.diff(ends) > 0).all()
     finished = tok.eos_id in d["tokens"][r].tolist()
     if k and finished:
@@ -169,7 +175,7 @@ def test_invariants_on_random_tiny_model(tmp_path, monkeypatch):
   monkeypatch.setattr(Sampler, "sample", lambda self, params, prompts, *a, **k: (
       batches.append((len(prompts), k["num_samples"])), sample(self, params, prompts, *a, **k))[1])
   with count_compilations() as c:
-    pl.generate_labels(sampler, state, probs, tok, tmp_path / "b", seed=7, **kw)
+    pl.generate_labels(sampler, state, probs, TASK, tok, tmp_path / "b", seed=7, **kw)
   assert c.count == 0
   assert set(batches) == {(2, 3), (4, 4)}  # (prompts, num_samples): solutions, rollouts
   assert not np.array_equal(pl.load_labels(tmp_path / "b")["tokens"], d["tokens"])
@@ -195,7 +201,7 @@ def test_resume_after_kill_matches_uninterrupted_run(trie_run, tmp_path, monkeyp
 
   monkeypatch.setattr(shards, "save_npz", dying_save)
   with pytest.raises(_Killed):
-    pl.generate_labels(TRIE, TRIE_PARAMS, PROBLEMS, TOK, out, seed=0, **KW)
+    pl.generate_labels(TRIE, TRIE_PARAMS, EXAMPLES, TASK, TOK, out, seed=0, **KW)
   assert not pl.labels_complete(out)
   with pytest.raises(ValueError, match="incomplete: shards \\[1, 2\\]"):
     pl.load_labels(out)
@@ -203,7 +209,7 @@ def test_resume_after_kill_matches_uninterrupted_run(trie_run, tmp_path, monkeyp
   calls.clear()
   monkeypatch.setattr(shards, "save_npz", lambda p, a: (calls.append(os.path.basename(p)),
                                                         save(p, a)))
-  stats = pl.generate_labels(TRIE, TRIE_PARAMS, PROBLEMS, TOK, out, seed=0, **KW)
+  stats = pl.generate_labels(TRIE, TRIE_PARAMS, EXAMPLES, TASK, TOK, out, seed=0, **KW)
   assert calls == ["shard-00001.npz", "shard-00002.npz"]  # shard 0 kept, none redone
   assert stats["shards_skipped"] == 1 and stats["num_solutions"] == 24
   assert sorted(os.listdir(out)) == sorted(os.listdir(ref_dir))  # tmp file cleaned up
@@ -212,7 +218,7 @@ def test_resume_after_kill_matches_uninterrupted_run(trie_run, tmp_path, monkeyp
       for k in pl.ARRAYS:
         np.testing.assert_array_equal(a[k], b[k], err_msg=f"shard {i} {k}")
   # And the randomness is really used: another seed gives other labels.
-  other = pl.generate_labels(TRIE, TRIE_PARAMS, PROBLEMS, TOK, tmp_path / "s1", seed=1, **KW)
+  other = pl.generate_labels(TRIE, TRIE_PARAMS, EXAMPLES, TASK, TOK, tmp_path / "s1", seed=1, **KW)
   assert not np.array_equal(pl.load_labels(tmp_path / "s1")["labels"],
                             pl.load_labels(ref_dir)["labels"])
   assert other["num_solutions"] == 24
@@ -223,13 +229,13 @@ def test_manifest_mismatch_is_a_clear_error(trie_run, tmp_path):
   out = tmp_path / "job"
   shutil.copytree(ref_dir, out)
   with pytest.raises(ValueError, match="num_rollouts: 32 on disk vs 16 now.*new out_dir"):
-    pl.generate_labels(TRIE, TRIE_PARAMS, PROBLEMS, TOK, out, seed=0,
+    pl.generate_labels(TRIE, TRIE_PARAMS, EXAMPLES, TASK, TOK, out, seed=0,
                        **{**KW, "num_rollouts": 16})
   with pytest.raises(ValueError, match="questions_sha256"):
-    pl.generate_labels(TRIE, TRIE_PARAMS, PROBLEMS[::-1], TOK, out, seed=0, **KW)
+    pl.generate_labels(TRIE, TRIE_PARAMS, EXAMPLES[::-1], TASK, TOK, out, seed=0, **KW)
   os.remove(out / "manifest.json")
   with pytest.raises(ValueError, match="shard files but no manifest"):
-    pl.generate_labels(TRIE, TRIE_PARAMS, PROBLEMS, TOK, out, seed=0, **KW)
+    pl.generate_labels(TRIE, TRIE_PARAMS, EXAMPLES, TASK, TOK, out, seed=0, **KW)
   assert not pl.labels_complete(out)
 
 
@@ -264,18 +270,18 @@ def _brute_auroc(s, y):
 
 
 def test_auroc_hand_computed():
-  assert pl.auroc([0.1, 0.4, 0.35, 0.8], [0, 0, 1, 1]) == 0.75
-  assert pl.auroc([0.2, 0.5, 0.5, 0.9], [False, True, False, True]) == 0.875  # one tie
-  assert pl.auroc([0.5] * 4, [0, 1, 0, 1]) == 0.5
-  assert pl.auroc([0.9, 0.1], [0, 1]) == 0.0
-  assert np.isnan(pl.auroc([0.3, 0.4], [1, 1]))
+  assert stats_lib.auroc([0.1, 0.4, 0.35, 0.8], [0, 0, 1, 1]) == 0.75
+  assert stats_lib.auroc([0.2, 0.5, 0.5, 0.9], [False, True, False, True]) == 0.875  # one tie
+  assert stats_lib.auroc([0.5] * 4, [0, 1, 0, 1]) == 0.5
+  assert stats_lib.auroc([0.9, 0.1], [0, 1]) == 0.0
+  assert np.isnan(stats_lib.auroc([0.3, 0.4], [1, 1]))
   rng = np.random.default_rng(0)
   s, y = rng.integers(0, 5, 200) / 4, rng.random(200) < 0.4  # many ties
-  assert pl.auroc(s, y) == pytest.approx(_brute_auroc(s, y))
+  assert stats_lib.auroc(s, y) == pytest.approx(_brute_auroc(s, y))
   with pytest.raises(ValueError, match="3 scores but 2 labels"):
-    pl.auroc([0.1, 0.2, 0.3], [0, 1])
+    stats_lib.auroc([0.1, 0.2, 0.3], [0, 1])
   with pytest.raises(ValueError, match="binary"):
-    pl.auroc([0.1, 0.2], [0.5, 1])
+    stats_lib.auroc([0.1, 0.2], [0.5, 1])
 
 
 def test_within_group_auroc_ignores_between_group_differences():
@@ -284,21 +290,21 @@ def test_within_group_auroc_ignores_between_group_differences():
   scores = [0.9, 0.95, 0.92, 0.91, 0.1, 0.15, 0.12, 0.11]
   labels = [1, 0, 1, 1, 1, 0, 0, 0]
   groups = [0, 0, 0, 0, 1, 1, 1, 1]
-  assert pl.auroc(scores, labels) == pytest.approx(9 / 16)
-  assert pl.within_group_auroc(scores, labels, groups) == 0.0
+  assert stats_lib.auroc(scores, labels) == pytest.approx(9 / 16)
+  assert stats_lib.within_group_auroc(scores, labels, groups) == 0.0
   # 1 of 1 pairs right in group 0, 1 of 2 in group 1 (0.1 > 0.05, 0.1 < 0.15): 2/3 pooled.
-  assert pl.within_group_auroc([0.9, 0.8, 0.1, 0.15, 0.05], [1, 0, 1, 0, 0],
+  assert stats_lib.within_group_auroc([0.9, 0.8, 0.1, 0.15, 0.05], [1, 0, 1, 0, 0],
                                [0, 0, 1, 1, 1]) == pytest.approx(2 / 3)
-  assert np.isnan(pl.within_group_auroc([0.5, 0.6], [1, 0], [0, 1]))  # no group has both
+  assert np.isnan(stats_lib.within_group_auroc([0.5, 0.6], [1, 0], [0, 1]))  # no group has both
   with pytest.raises(ValueError, match="one label and one group per score"):
-    pl.within_group_auroc([0.5], [1], [0, 1])
+    stats_lib.within_group_auroc([0.5], [1], [0, 1])
 
 
 def test_step_label_auroc_constructed():
   p = PROBLEMS[0]
   rows = [_text_ids(p, p.steps), _text_ids(p, _wrong_steps(p))]  # step_correct: TTT and TFF
   plen = len(TOK.encode(p.prompt, bos=True))
-  ends = [[i for i, t in enumerate(r) if i >= plen and t in (TOK.step_id, TOK.eos_id)]
+  ends = [[i for i, t in enumerate(r) if i >= plen and t in (STEP_ID, TOK.eos_id)]
           for r in rows]
   data = {"tokens": np.array([r + [0] * (MAX_LEN - len(r)) for r in rows], np.int32),
           "prompt_len": np.array([plen, plen], np.int32),
@@ -307,24 +313,24 @@ def test_step_label_auroc_constructed():
           "num_steps": np.array([3, 3], np.int32), "correct": np.array([True, False]),
           "question_index": np.array([0, 0], np.int32)}
   # positives 0.9 0.8 1.0 0.7 vs negatives 0.85 (beaten by 2 of 4) and 0.0 (by all): 6/8.
-  assert pl.step_label_auroc(data, PROBLEMS, TOK) == 0.75
+  assert pl.step_label_auroc(data, EXAMPLES, TASK, TOK) == 0.75
   with pytest.raises(ValueError, match="question_index 0 but only 0 problems"):
-    pl.step_label_auroc(data, [], TOK)
+    pl.step_label_auroc(data, [], TASK, TOK)
 
 
 def test_bad_arguments_are_clear_errors(tmp_path):
   with pytest.raises(ValueError, match="prefixes_per_batch must be a power of two"):
-    pl.generate_labels(TRIE, TRIE_PARAMS, PROBLEMS, TOK, tmp_path, seed=0,
+    pl.generate_labels(TRIE, TRIE_PARAMS, EXAMPLES, TASK, TOK, tmp_path, seed=0,
                        **{**KW, "prefixes_per_batch": 3})
   with pytest.raises(ValueError, match="leaves no room for a solution within max_len=12"):
-    pl.generate_labels(TRIE, TRIE_PARAMS, PROBLEMS, TOK, tmp_path, seed=0,
+    pl.generate_labels(TRIE, TRIE_PARAMS, EXAMPLES, TASK, TOK, tmp_path, seed=0,
                        **{**KW, "max_len": 12})
   assert not os.listdir(tmp_path)  # nothing written before validation passes
 
 
 def test_runs_on_a_data_mesh(tmp_path):
   mesh = mesh_lib.make_mesh(data=8, model=1)
-  pl.generate_labels(TRIE, TRIE_PARAMS, PROBLEMS[:3], TOK, tmp_path, seed=0, mesh=mesh,
+  pl.generate_labels(TRIE, TRIE_PARAMS, EXAMPLES[:3], TASK, TOK, tmp_path, seed=0, mesh=mesh,
                      **{**KW, "num_rollouts": 4})
   d = pl.load_labels(tmp_path)
   assert len(d["tokens"]) == 3 * 4

@@ -11,6 +11,7 @@ from flax import nnx
 
 from ttc_jax import testing
 from ttc_jax.models import reward, transformer
+from ttc_jax.tokenizers import base as tokenizers_base
 
 PAD_FILL = 7  # padding token inside extend blocks: any id; it must not leak into scores
 
@@ -25,10 +26,11 @@ def tiny():
 def _solutions(tok, rng, num_steps):
   """Prompts and per-row steps (random digits + '\\n', the last step ending in EOS)."""
   digits = tok.encode("0123456789")
+  (step_id,) = tok.step_ids("\n")
   prompts, steps = [], []
   for n in num_steps:
-    prompts.append([tok.bos_id] + list(rng.choice(digits, rng.integers(2, 6))) + [tok.step_id])
-    row = [list(rng.choice(digits, rng.integers(1, 5))) + [tok.step_id] for _ in range(n)]
+    prompts.append([tok.bos_id] + list(rng.choice(digits, rng.integers(2, 6))) + [step_id])
+    row = [list(rng.choice(digits, rng.integers(1, 5))) + [step_id] for _ in range(n)]
     row[-1][-1] = tok.eos_id
     steps.append(row)
   return prompts, steps
@@ -49,7 +51,7 @@ def test_incremental_scoring_equals_full_pass(tiny):
   full_tokens = _rows(prompts, steps, 40)
   full, _ = reward.apply(graphdef, state, jnp.asarray(full_tokens))
   starts = np.array([len(p) for p in prompts])
-  ends = reward.find_step_ends(full_tokens, tok.step_id, tok.eos_id, starts)
+  ends = tokenizers_base.find_step_ends(full_tokens, tok, "\n", starts)
   assert ends.shape == (3, 4) and ((ends >= 0).sum(1) == num_steps).all()
 
   p_max = max(starts)
@@ -130,21 +132,6 @@ def test_aggregate_last_min_prod():
     reward.aggregate(scores, num_steps, "mean")
 
 
-def test_find_step_ends():
-  B, S, E, P = 1, 9, 2, 0  # bos, step delimiter, eos, pad; other ids are content
-  tokens = np.array([
-      [B, 5, S, 4, 4, S, 6, S, 7, E, P, P],  # prompt ends at 2 (its '\n' is no step end)
-      [B, 5, 5, S, 4, S, 6, 6, P, P, P, P],  # truncated: the trailing step has no end
-      [B, S, 4, E, 5, S, 6, E, P, P, P, P],  # anything after EOS is ignored
-  ])
-  got = reward.find_step_ends(tokens, S, E, start=np.array([3, 4, 2]))
-  np.testing.assert_array_equal(got, [[5, 7, 9], [5, -1, -1], [3, -1, -1]])
-  np.testing.assert_array_equal(reward.find_step_ends(tokens[:1], S, E, start=3, max_steps=4),
-                                [[5, 7, 9, -1]])
-  with pytest.raises(ValueError, match="max_steps=2"):
-    reward.find_step_ends(tokens, S, E, start=3, max_steps=2)
-
-
 def _bce(x, y):
   p = 1 / (1 + math.exp(-x))
   return -(y * math.log(p) + (1 - y) * math.log(1 - p))
@@ -176,7 +163,8 @@ def _synthetic_prm_batch(tok, rng, batch, steps=4):
   """Each step is 3 digits + delimiter; its soft label is (last digit + 0.5) / 10."""
   digits = np.array(tok.encode("0123456789"))
   d = rng.integers(0, 10, (batch, steps, 3))
-  body = np.concatenate([digits[d], np.full((batch, steps, 1), tok.step_id)], axis=2)
+  (step_id,) = tok.step_ids("\n")
+  body = np.concatenate([digits[d], np.full((batch, steps, 1), step_id)], axis=2)
   body[:, -1, -1] = tok.eos_id
   tokens = np.concatenate([np.full((batch, 1), tok.bos_id), body.reshape(batch, -1)], axis=1)
   ends = 1 + 4 * np.arange(steps)[None, :] + 3 + np.zeros((batch, 1), int)
@@ -234,14 +222,6 @@ def test_mismatched_config_names_both_shapes(tiny):
     reward.apply(lm_graphdef, lm_state, jnp.zeros((1, 4), jnp.int32))
   with pytest.raises(ValueError, match="does not fit the graphdef"):
     reward.apply(lm_graphdef, state, jnp.zeros((1, 4), jnp.int32))
-
-
-def test_find_step_ends_uses_the_label_rule_for_blank_lines():
-  """Same rule as the PRM labels: blank lines join a step; '\\n' then EOS ends at the EOS."""
-  B, S, E, P = 1, 9, 2, 0
-  tokens = np.array([[B, 7, S, 4, S, S, 5, S, E, P]])
-  np.testing.assert_array_equal(reward.find_step_ends(tokens, S, E, start=3), [[5, 8]])
-  assert reward.step_ends_1d(tokens[0, 3:], S, E) == [2, 5]
 
 
 @pytest.mark.parametrize("how", reward.AGGREGATIONS)

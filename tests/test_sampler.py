@@ -1,5 +1,7 @@
 """Sampler: greedy vs naive recompute, sampling statistics, cache parity, buckets, stops."""
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -130,11 +132,12 @@ def test_step_stop_then_continue_equals_one_run(tiny):
                              stop="step", temperature=0.0)
     for r in range(2):
       pieces[r].append(list(np.asarray(seg.tokens[r, :seg.lengths[r]])))
+  (step_id,) = tok.step_ids("\n")
   for r in range(2):
     steps = [p for p in pieces[r] if p]
     # Every piece but the last ends exactly at a step delimiter.
-    assert all(p[-1] == tok.step_id for p in steps[:-1])
-    assert all(tok.step_id not in p[:-1] for p in steps)
+    assert all(p[-1] == step_id for p in steps[:-1])
+    assert all(step_id not in p[:-1] for p in steps)
     joined = sum(steps, [])
     np.testing.assert_array_equal(joined, np.asarray(full.tokens[r, :full.lengths[r]]))
     np.testing.assert_array_equal(np.asarray(st.tokens[r, :st.positions[r]]),
@@ -150,6 +153,34 @@ def test_eos_stops_row_and_pads():
   np.testing.assert_array_equal(out.lengths, [1, 1])
   assert bool(out.stopped.all()) and bool(st.done.all())
   assert (np.asarray(out.tokens[:, 1:]) == 0).all()
+
+
+def test_step_stop_at_any_of_several_step_ids():
+  """A BPE vocabulary has several tokens holding the delimiter ("\\n", "5\\n"): each ends a step."""
+  sampler = dataclasses.replace(testing.stub_sampler(eos_id=2, step_id=3), step_ids=(3, 4))
+  for tok, stops in ((3, True), (4, True), (5, False)):
+    logits = np.full(8, -10.0, np.float32)
+    logits[tok] = 10.0
+    st, out = sampler.sample({"logits": jnp.asarray(logits)}, [[1], [1, 5, 6]],
+                             jax.random.key(0), max_len=20, max_new_tokens=6, stop="step")
+    np.testing.assert_array_equal(out.lengths, [1, 1] if stops else [6, 6])
+    np.testing.assert_array_equal(out.stopped, [stops, stops])
+    assert (np.asarray(out.tokens)[:, :int(out.lengths[0])] == tok).all()
+    assert not bool(st.done.any())  # a step stop is no EOS: the rows go on
+
+
+def test_check_tokenizer(tiny):
+  _, _, _, tok, sampler = tiny
+  assert sampler.step_ids == tok.step_ids("\n")
+  sampler.check_tokenizer(tok)
+  sampler.check_tokenizer(tok, "\n")
+  with pytest.raises(ValueError, match=r"Sampler ids \(eos, pad\[, step\]\) = .* differ from the "
+                     r"tokenizer's"):
+    sampler.check_tokenizer(tok, ":")
+  with pytest.raises(ValueError, match="differ from the tokenizer's"):
+    dataclasses.replace(sampler, eos_id=tok.pad_id).check_tokenizer(tok)
+  with pytest.raises(ValueError, match="differ from the tokenizer's"):
+    dataclasses.replace(sampler, pad_id=tok.eos_id).check_tokenizer(tok, "\n")
 
 
 def test_prompt_longer_than_context_is_a_clear_error(tiny):

@@ -9,14 +9,14 @@ import time
 
 import pytest
 
-from ttc_jax.experiments import sweep
+from ttc_jax.io import sweep
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # A grid of 40 cells, each taking 50 ms; records every cell it computes in a side log.
 _SCRIPT = """
 import json, sys, time
-from ttc_jax.experiments import sweep
+from ttc_jax.io import sweep
 path, log = sys.argv[1], sys.argv[2]
 def run(cell):
   with open(log, "a") as f:

@@ -20,7 +20,7 @@ import optax
 import pytest
 from flax import nnx
 
-from ttc_jax.experiments import metrics
+from ttc_jax.io import metrics
 from ttc_jax.models import transformer
 from ttc_jax.parallel import mesh as mesh_lib
 from ttc_jax.training import trainer

@@ -95,14 +95,29 @@ class Tokenizer(abc.ABC):
         else:
           before[j] = True
     term = [last_end[j] >= 0 or i == self.eos_id for j, i in enumerate(ids)]
-    pure = [term[j] and not before[j] and not after[j] for j in range(len(ids))]
-    out, open_step = [], False
+    # Tokens of delimiter characters only (or EOS) right after a step's end extend it to the
+    # last of them that ends a delimiter: blank lines join the step, also when a delimiter
+    # spans tokens. PAD/BOS (no text) break the run, as in the char tokenizer's id rule.
+    only_delim = [(bool(pieces[j]) or i == self.eos_id) and not before[j] and not after[j]
+                  for j, i in enumerate(ids)]
+    out, open_step, pending = [], False, -1
     for j in range(len(ids)):
+      if pending >= 0:
+        if only_delim[j]:
+          pending = j if term[j] else pending
+          continue
+        out.append(pending)
+        pending = -1
       open_step = open_step or before[j]
-      if term[j] and open_step and not (j + 1 < len(ids) and pure[j + 1]):
-        out.append(j)
+      if term[j] and open_step:
+        if after[j]:  # the token also starts the next step: no blank line can join this one
+          out.append(j)
+        else:
+          pending = j
         open_step = False
       open_step = open_step or after[j]
+    if pending >= 0:
+      out.append(pending)
     return out
 
 
