@@ -35,8 +35,10 @@ import jax  # pylint: disable=g-import-not-at-top
 import jax.numpy as jnp
 import numpy as np
 
-from ttc_jax.data.tokenizer import CharTokenizer
 from ttc_jax.models import reward, transformer
+from ttc_jax.tasks import chain_arithmetic
+from ttc_jax.tasks.chain_arithmetic import problems
+from ttc_jax.tokenizers.char import CharTokenizer
 
 CFG = transformer.TransformerConfig(vocab_size=22, d_model=96, num_layers=3, num_heads=4,
                                     num_kv_heads=2, head_dim=24, mlp_dim=256, max_len=160)
@@ -53,11 +55,12 @@ def round_up(n: int, m: int) -> int:
 def make_solutions(rng: np.random.Generator, tok: CharTokenizer, batch: int, steps: int):
   """Prompts [BOS, 7-13 chars, '\\n'] and `steps` steps of 8-12 tokens ('\\n' / EOS last)."""
   content = np.array(tok.encode("0123456789+-="))
-  prompts = [[tok.bos_id] + list(rng.choice(content, rng.integers(7, 14))) + [tok.step_id]
+  (step_id,) = tok.step_ids(problems.STEP_DELIMITER)
+  prompts = [[tok.bos_id] + list(rng.choice(content, rng.integers(7, 14))) + [step_id]
              for _ in range(batch)]
   sols = []
   for _ in range(batch):
-    row = [list(rng.choice(content, rng.integers(7, 12))) + [tok.step_id] for _ in range(steps)]
+    row = [list(rng.choice(content, rng.integers(7, 12))) + [step_id] for _ in range(steps)]
     row[-1][-1] = tok.eos_id
     sols.append(row)
   return prompts, sols
@@ -128,7 +131,7 @@ def main() -> None:
   parser.add_argument("--pad_multiple", type=int, default=4)
   args = parser.parse_args()
   start = time.perf_counter()
-  tok = CharTokenizer()
+  tok = CharTokenizer(chain_arithmetic.ALPHABET)
   assert tok.vocab_size == CFG.vocab_size
   graphdef, state = reward.create(CFG, seed=0)
   log(f"jax {jax.__version__} ({jax.devices()[0].platform}), {os.cpu_count()} cores; reward "

@@ -149,9 +149,10 @@ def main() -> None:
   log(f"model: {cfg.num_params / 1e6:.1f}M params, L={cfg.num_layers} d={cfg.d_model} "
       f"H={cfg.num_heads}/{cfg.num_kv_heads} mlp={cfg.mlp_dim} V={cfg.vocab_size}, "
       f"prompt {PROMPT_LEN} + {args.new_tokens} new tokens")
-  tok = types.SimpleNamespace(eos_id=model.config.eos_token_id, step_id=cfg.vocab_size,
-                              pad_id=0)  # stop='none' ignores both
-  sampler = Sampler.for_transformer(graphdef, cfg, tok)
+  # stop='none' ignores EOS and step ends; the step id lies outside the vocabulary.
+  tok = types.SimpleNamespace(eos_id=model.config.eos_token_id, pad_id=0,
+                              step_ids=lambda delimiter: (cfg.vocab_size,))
+  sampler = Sampler.for_transformer(graphdef, cfg, tok, "\n")
 
   peak = peak_flops()
   log(f"matmul peak (2048^3 float32 jnp.dot): {peak / 1e9:.1f} GFLOP/s")

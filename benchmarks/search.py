@@ -37,11 +37,13 @@ import jax  # pylint: disable=g-import-not-at-top
 import numpy as np
 
 from ttc_jax.compilation import count_compilations
-from ttc_jax.data import arithmetic
-from ttc_jax.data.tokenizer import CharTokenizer
 from ttc_jax.models import reward, transformer
 from ttc_jax.sampling.sampler import Sampler
 from ttc_jax.search import base
+from ttc_jax.tasks import base as tasks
+from ttc_jax.tasks import chain_arithmetic
+from ttc_jax.tasks.chain_arithmetic import problems as arithmetic
+from ttc_jax.tokenizers.char import CharTokenizer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -61,32 +63,36 @@ class CountingVerifier(base.Verifier):
 
 
 def models(workdir: str | None):
-  """`(policy, verifier, problems)`: trained from a demo workdir, or random demo-size ones."""
-  from ttc_jax import pipeline  # pylint: disable=g-import-not-at-top
+  """`(policy, verifier, examples)`: trained from a demo workdir, or random demo-size ones."""
   import importlib.util  # pylint: disable=g-import-not-at-top
   spec = importlib.util.spec_from_file_location("demo", os.path.join(ROOT, "configs", "demo.py"))
   demo = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(demo)
   config = demo.get_config()
-  levels = pipeline.levels_from_config(config)
-  tok = CharTokenizer()
   if workdir:
+    from ttc_jax.pipeline import state as run_state  # pylint: disable=g-import-not-at-top
+    from ttc_jax.pipeline.stages import base_lm, prm_labels, verifiers  # pylint: disable=g-import-not-at-top
+    from ttc_jax.pipeline.stages import data as data_stage  # pylint: disable=g-import-not-at-top
     config.workdir = workdir
-    job = pipeline.Job(config)
-    job.data()
-    job.train_base_lm()
-    job.prm_labels()
-    job.train_prm()
-    return (base.Policy(job.sampler, job.params, tok),
-            CountingVerifier(*job.prm), job.test_problems(len(job.test_split["question"])))
+    r = run_state.Run.create(config)
+    data = data_stage.run(r)
+    lm = base_lm.run(r, data)  # restored from the finished run's checkpoints
+    trained = verifiers.train(r, lm, prm_labels.run(r, data, lm))
+    return (base.Policy(lm.sampler, lm.params, r.tokenizer, r.task),
+            CountingVerifier(*trained.prm), data.test)
+  task = chain_arithmetic.ChainArithmetic(config.task.levels, {}, config.task.seed)  # no data
+  tok = CharTokenizer(chain_arithmetic.ALPHABET)
   cfg = transformer.TransformerConfig(vocab_size=tok.vocab_size, **config.model)
   graphdef, state = transformer.create(cfg, 0)
   prm_graphdef, prm_state = reward.from_lm(state, cfg, 1)
   rng = np.random.default_rng(0)
   problems = [arithmetic.make_problem(rng, d, i + 1) for _ in range(20)
-              for i, d in enumerate(levels)]
-  return (base.Policy(Sampler.for_transformer(graphdef, cfg, tok), state, tok),
-          CountingVerifier(prm_graphdef, prm_state), problems)
+              for i, d in enumerate(task.levels)]
+  examples = [tasks.Example(p.question, p.prompt, p.solution, p.answer, p.level)
+              for p in problems]
+  return (base.Policy(Sampler.for_transformer(graphdef, cfg, tok, task.step_delimiter), state,
+                      tok, task),
+          CountingVerifier(prm_graphdef, prm_state), examples)
 
 
 def main() -> None:
@@ -132,7 +138,7 @@ def main() -> None:
     out[f"lookahead_over_bon_time_n{n}"] = round(med["lookahead"] / med["bon"], 3)
     for k, r in results.items():
       gen, ver = int(r.generated_tokens.sum()), int(r.verifier_tokens.sum())
-      acc = float(np.mean([s == p.answer for s, p in zip(r.selected, picked)]))
+      acc = float(np.mean([policy.task.is_correct(s, e) for s, e in zip(r.selected, picked)]))
       out[f"{k}_s_n{n}"] = round(med[k], 3)
       out[f"{k}_accuracy_n{n}"] = round(acc, 3)
       out[f"{k}_generated_tokens_n{n}"] = gen

@@ -9,6 +9,7 @@ import pytest
 
 import config_files
 from ttc_jax import pipeline
+from ttc_jax.pipeline import state
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TEST_CONFIG = os.path.join(ROOT, "configs", "test.py")
@@ -109,7 +110,8 @@ def test_unknown_config_key_is_a_clear_error(tmp_path):
 
 
 def test_unknown_task_is_a_clear_error(tmp_path):
-  with pytest.raises(ValueError, match="Unknown task 'math500'; registered tasks"):
+  with pytest.raises(ValueError, match=r"Unknown task 'math500' \(config.task.name\); "
+                                       r"registered tasks: \['chain_arithmetic'\]"):
     pipeline.run(_config(tmp_path, **{"task.name": "math500"}))
 
 
@@ -142,12 +144,12 @@ def test_corrupt_checkpoint_is_a_clear_error_and_keeps_data(tmp_path, finished_r
 
 def test_later_stage_config_errors_come_before_any_compute(tmp_path):
   with pytest.raises(ValueError, match=r"budgets \[3\] must divide max_n=8"):
-    pipeline.Job(_config(tmp_path, **{"verifier_eval.budgets": (2, 3)}))
+    state.Run.create(_config(tmp_path, **{"verifier_eval.budgets": (2, 3)}))
   c = _config(tmp_path)
   c.prm.train.unlock()
   c.prm.train.bogus = 1
   with pytest.raises(ValueError, match=r"Unknown key\(s\) \['bogus'\] in config.prm.train"):
-    pipeline.Job(c)
+    state.Run.create(c)
   assert not os.path.exists(tmp_path / "checkpoints")
 
 
@@ -159,7 +161,7 @@ def test_later_stage_config_errors_come_before_any_compute(tmp_path):
 ])
 def test_bad_search_config_fails_before_any_compute(tmp_path, key, value, match):
   with pytest.raises(ValueError, match=match):
-    pipeline.Job(_config(tmp_path, **{key: value}))
+    state.Run.create(_config(tmp_path, **{key: value}))
   assert not os.path.exists(tmp_path / "checkpoints")
 
 
@@ -168,11 +170,12 @@ def test_shipped_configs_validate(tmp_path, name):
   """Every section of configs/demo.py and configs/paper.py passes the job's checks."""
   config = config_files.load(name)
   config.workdir = str(tmp_path / name)
-  job = pipeline.Job(config)
-  large = job.allocator_cfg.large_model_config(job.model_cfg)
-  ratio = large.num_params / job.model_cfg.num_params
-  assert ratio >= job.allocator_cfg.min_param_ratio
+  r = state.Run.create(config)
+  cfg = r.settings
+  large = cfg.allocator.large_model_config(r.model_cfg)
+  ratio = large.num_params / r.model_cfg.num_params
+  assert ratio >= cfg.allocator.min_param_ratio
   if name == "paper":  # paper §7: a ~14x larger model; §5-6 budgets up to 256
     assert 12 <= ratio <= 16
-    assert max(job.search_cfg.budgets) == 256 and job.prm_label_cfg.num_rollouts == 16
-    assert job.allocator_cfg.difficulty_samples == 2048
+    assert max(cfg.search.budgets) == 256 and cfg.prm_labels.num_rollouts == 16
+    assert cfg.allocator.difficulty_samples == 2048
