@@ -111,7 +111,7 @@ def test_unknown_config_key_is_a_clear_error(tmp_path):
 
 def test_unknown_task_is_a_clear_error(tmp_path):
   with pytest.raises(ValueError, match=r"Unknown task 'math500' \(config.task.name\); "
-                                       r"registered tasks: \['chain_arithmetic'\]"):
+                                       r"registered tasks: \[[^\]]*'chain_arithmetic'"):
     pipeline.run(_config(tmp_path, **{"task.name": "math500"}))
 
 

@@ -1,9 +1,16 @@
-"""Entry point: `ttc-jax --config=configs/demo.py [--config.workdir=...]`."""
+"""Entry point: `ttc-jax --config=configs/demo.py [--config.workdir=...] [--rerun_from=STAGE]`.
+
+A user mistake (an unknown or bad config key, a missing config file, an infeasible
+setting, a busy or incompatible workdir) ends in one line on stderr and exit code 2;
+`--verbosity=1` shows the traceback instead.
+"""
 
 from __future__ import annotations
 
 import os
+import runpy
 import sys
+from typing import Any, NoReturn, Sequence
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -18,11 +25,78 @@ _CONFIG = config_flags.DEFINE_config_file(
 _DISTRIBUTED = flags.DEFINE_bool(
     "distributed", False, "Call jax.distributed.initialize() first (multi-host TPU/GPU pods; "
     "the cluster is auto-detected). Every host runs the same command.")
+_RERUN_FROM = flags.DEFINE_string(
+    "rerun_from", None, "Recompute this stage and every stage that uses its outputs (data, "
+    "base_lm, evaluation, prm_labels, verifiers, search, revisions, larger_model, allocator, "
+    "report); their old outputs move to <workdir>/versions/<n>/.")
+
+
+def _fail(message: str) -> NoReturn:
+  print(f"ttc-jax: error: {message}", file=sys.stderr)
+  sys.exit(2)
+
+
+def _debug(argv: Sequence[str]) -> bool:
+  """`--verbosity=N` (N >= 1) or `-v N` asks for tracebacks."""
+  for i, a in enumerate(argv):
+    value = a.split("=", 1)[1] if a.startswith(("--verbosity=", "-v=")) else (
+        argv[i + 1] if a in ("--verbosity", "-v") and i + 1 < len(argv) else None)
+    if value is not None and value.lstrip("-").isdigit() and int(value) >= 1:
+      return True
+  return False
+
+
+def _config_file(argv: Sequence[str]) -> str | None:
+  for i, a in enumerate(argv):
+    if a.startswith("--config="):
+      return a.split("=", 1)[1]
+    if a == "--config" and i + 1 < len(argv):
+      return argv[i + 1]
+  return None
+
+
+def _explain(argv: Sequence[str], error: Exception) -> str:
+  """One line for a flag-parsing failure: which file, key or value, and what is valid."""
+  path = _config_file(argv)
+  if path is None:
+    return "no config file given; pass one with get_config(), e.g. --config=configs/demo.py."
+  file = path.split(":", 1)[0]
+  if not os.path.isfile(file):
+    return (f"config file {file!r} does not exist; pass a config file with get_config(), "
+            f"e.g. --config=configs/demo.py.")
+  try:
+    config: Any = runpy.run_path(file)["get_config"]()
+  except Exception as e:  # pylint: disable=broad-except  (the file's own error, in one line)
+    return f"config file {file!r} failed to load: {type(e).__name__}: {e}"
+  for a in argv:
+    if not a.startswith("--config."):
+      continue
+    key = a[len("--config."):].split("=", 1)[0]
+    node, seen = config, []
+    for part in key.split("."):
+      if not hasattr(node, "keys") or part not in node.keys():
+        where = "config" + "".join(f".{s}" for s in seen)
+        valid = sorted(node.keys()) if hasattr(node, "keys") else []
+        return (f"--config.{key}: {where} has no key {part!r}; valid keys there: {valid}.")
+      node, seen = node[part], seen + [part]
+  return f"{str(error).splitlines()[0]}"
+
+
+def _parse_flags(argv: list[str]) -> list[str]:
+  try:
+    rest = flags.FLAGS(argv)
+    flags.FLAGS.config.keys()  # a config file that failed to load raises only when read
+    return rest
+  except Exception as e:  # pylint: disable=broad-except  (flags.Error or a config's own error)
+    if _debug(argv):
+      raise
+    _fail(_explain(argv, e))
 
 
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
-    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    _fail(f"unexpected arguments {argv[1:]}; settings go in --config.KEY=VALUE flags.")
+  debug = flags.FLAGS["verbosity"].present and flags.FLAGS.verbosity >= 1
   if not flags.FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)  # keep orbax/tfds INFO logs out of the way
   if _DISTRIBUTED.value:
@@ -31,16 +105,17 @@ def main(argv: list[str]) -> None:
   from ttc_jax import pipeline  # pylint: disable=g-import-not-at-top
   from ttc_jax.training import trainer  # pylint: disable=g-import-not-at-top
   try:
-    pipeline.run(_CONFIG.value)
+    pipeline.run(_CONFIG.value, rerun_from=_RERUN_FROM.value)
   except (ValueError, PermissionError, FileNotFoundError, trainer.CheckpointError) as e:
     # User-facing problems: one clear line, no traceback from deep inside jit.
-    print(f"ttc-jax: error: {e}", file=sys.stderr)
-    sys.exit(2)
+    if debug:
+      raise
+    _fail(str(e).splitlines()[0] if str(e) else type(e).__name__)
 
 
 def run() -> None:
   flags.mark_flag_as_required("config")
-  app.run(main)
+  app.run(main, flags_parser=_parse_flags)
 
 
 if __name__ == "__main__":

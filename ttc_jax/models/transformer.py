@@ -41,6 +41,16 @@ class TransformerConfig:
   dtype: str = "float32"  # activation dtype; parameters stay float32
 
   def __post_init__(self):
+    for field in ("vocab_size", "d_model", "num_layers", "num_heads", "num_kv_heads", "head_dim",
+                  "mlp_dim", "max_len"):
+      value = getattr(self, field)
+      if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"TransformerConfig.{field}={value!r} must be an int >= 1.")
+    if not self.rope_theta > 0 or not self.norm_eps > 0:
+      raise ValueError(f"rope_theta={self.rope_theta!r} and norm_eps={self.norm_eps!r} must be "
+                       f"> 0.")
+    if self.dtype not in ("float32", "bfloat16", "float16"):
+      raise ValueError(f"dtype={self.dtype!r}; choose float32, bfloat16 or float16.")
     if self.num_heads % self.num_kv_heads:
       raise ValueError(
           f"num_heads ({self.num_heads}) must be a multiple of num_kv_heads "

@@ -4,19 +4,27 @@
   revisions -> larger model -> allocator (difficulty, compute-optimal, FLOPs) -> report
 
 Every stage is skipped, or resumes, when its output is (partly) on disk; all write to
-one workdir and its `summary.json`.
+one workdir. A job holds the workdir's lock, refuses a config that changes what a
+recorded stage depends on (`provenance.py`), and rebuilds `summary.json` from every
+stage's outputs; `runs.jsonl` records each run's host, pid and stage timings.
 """
 
 from __future__ import annotations
 
+import os
+import platform
+import socket
 import time
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import ml_collections
+import numpy as np
 
 from ttc_jax.io import metrics
 from ttc_jax.pipeline import artifacts
+from ttc_jax.pipeline import lock
+from ttc_jax.pipeline import provenance
 from ttc_jax.pipeline import state
 from ttc_jax.pipeline.stages import allocator
 from ttc_jax.pipeline.stages import base_lm
@@ -30,20 +38,86 @@ from ttc_jax.pipeline.stages import search
 from ttc_jax.pipeline.stages import verifiers as verifiers_stage
 
 
-def run(config: ml_collections.ConfigDict) -> dict[str, Any]:
-  """Runs the job described by `config` (see configs/demo.py); returns `summary.json`."""
+def run(config: ml_collections.ConfigDict, rerun_from: str | None = None) -> dict[str, Any]:
+  """Runs the job described by `config` (see configs/demo.py); returns `summary.json`.
+
+  `rerun_from`: a stage whose outputs, and those of every later stage, move to
+  `<workdir>/versions/<n>/` and are recomputed (see `provenance.py`).
+  """
+  if rerun_from is not None and rerun_from not in provenance.ORDER:
+    raise ValueError(f"--rerun_from={rerun_from!r} is not a stage; stages: "
+                     f"{list(provenance.ORDER)}.")
   r = state.Run.create(config)
+  with lock.hold(r.workdir):
+    if rerun_from is not None and jax.process_index() == 0:
+      moved = provenance.move_to_version(r.workdir, rerun_from)
+      if moved:
+        r.log("rerun", f"outputs of {rerun_from!r} and later stages moved to {moved}")
+    provenance.check(r.workdir, config)
+    return _run_stages(r)
+
+
+def _run_stages(r: state.Run) -> dict[str, Any]:
   if jax.process_index() == 0:
     with open(r.path(artifacts.CONFIG), "w") as f:
-      f.write(config.to_json_best_effort(indent=2))
-  data = data_stage.run(r)
-  lm = base_lm.run(r, data)
-  evaluation.run(r, data, lm)
-  labels = prm_labels.run(r, data, lm)
-  verifiers, _ = verifiers_stage.run(r, data, lm, labels)
-  search.run(r, data, lm, verifiers)
-  revisions.run(r, data, lm, verifiers)
-  larger = larger_model.run(r, data)
-  allocator.run(r, data, lm, verifiers, larger)
-  report.run(r, data)
-  return metrics.update_summary(r.workdir, wall_s=round(time.time() - r.start, 1))
+      f.write(r.config.to_json_best_effort(indent=2))
+  # Rebuilt by the stages from their outputs, never carried over from an earlier run.
+  metrics.write_json(r.path(artifacts.SUMMARY), {"environment": environment()}, sort_keys=True)
+  seconds: dict[str, float] = {}
+
+  def stage(name: str, fn: Callable, *args):
+    provenance.record(r.workdir, r.config, name, finished=False)
+    t0 = time.time()
+    out = fn(r, *args)
+    seconds[name] = round(time.time() - t0, 1)
+    provenance.record(r.workdir, r.config, name, finished=True)
+    return out
+
+  data = stage("data", data_stage.run)
+  lm = stage("base_lm", base_lm.run, data)
+  stage("evaluation", evaluation.run, data, lm)
+  labels = stage("prm_labels", prm_labels.run, data, lm)
+  verifiers, _ = stage("verifiers", verifiers_stage.run, data, lm, labels)
+  stage("search", search.run, data, lm, verifiers)
+  stage("revisions", revisions.run, data, lm, verifiers)
+  larger = stage("larger_model", larger_model.run, data)
+  stage("allocator", allocator.run, data, lm, verifiers, larger)
+  stage("report", report.run, data)
+  wall_s = round(time.time() - r.start, 1)
+  metrics.append_jsonl(r.path(artifacts.RUNS), {
+      "host": socket.gethostname(), "pid": os.getpid(),
+      "start": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r.start)),
+      "wall_s": wall_s, "stage_seconds": seconds})
+  r.log("job", f"done in {wall_s} s; results in {r.path(artifacts.SUMMARY)}")
+  return metrics.read_json(r.path(artifacts.SUMMARY))
+
+
+def environment() -> dict[str, Any]:
+  """What results may depend on beyond the config and seed (README, "Reproducibility")."""
+  import flax  # pylint: disable=g-import-not-at-top
+  import jaxlib  # pylint: disable=g-import-not-at-top
+  devices = jax.devices()
+  return {"python": platform.python_version(), "jax": jax.__version__,
+          "jaxlib": jaxlib.__version__, "flax": flax.__version__, "numpy": np.__version__,
+          "backend": jax.default_backend(), "device_kind": devices[0].device_kind,
+          "device_count": len(devices), "process_count": jax.process_count(),
+          "machine": platform.machine(), "cpu": _cpu()}
+
+
+def _cpu() -> dict[str, Any]:
+  """The CPU model and its vector ISA flags (XLA's CPU code, and so the rounding, depends on them)."""
+  model, flags = platform.processor(), []
+  try:
+    with open("/proc/cpuinfo") as f:
+      info = f.read()
+  except OSError:
+    return {"model": model, "isa_flags": flags}
+  for line in info.splitlines():
+    key, _, value = line.partition(":")
+    if key.strip() == "model name" and value.strip():
+      model = value.strip()
+    if key.strip() == "flags":
+      flags = sorted(f for f in value.split()
+                     if f.startswith(("avx", "fma", "sse", "amx", "f16c", "bmi", "vnni")))
+      break
+  return {"model": model, "isa_flags": flags}

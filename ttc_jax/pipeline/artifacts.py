@@ -11,9 +11,13 @@ from typing import Any
 from ttc_jax.io import metrics
 
 # name -> the stage (module of `pipeline.stages`) that writes it.
-CONFIG = "config.json"
-SUMMARY = "summary.json"
+CONFIG = "config.json"  # the latest run's config
+SUMMARY = "summary.json"  # rebuilt by every run from the stages' outputs
 METRICS = "metrics.jsonl"
+RUNS = "runs.jsonl"  # one row per run: host, pid, start, wall time, seconds per stage
+PROVENANCE = "provenance.json"  # per stage: the config fields its outputs depend on
+VERSIONS = "versions"  # outputs a --rerun_from moved aside, in numbered folders
+LOCK = ".lock"  # the running job's host and pid
 DATA = "data"
 EVAL = "eval_base_lm.json"
 PRM_LABELS = "prm_labels"

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
+import zlib
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 
 from ttc_jax.allocator import tables
-from ttc_jax.io import metrics
 from ttc_jax.io import shards
+from ttc_jax.io import sweep
 from ttc_jax.models import reward
 from ttc_jax.models import transformer
 from ttc_jax.parallel import mesh as mesh_lib
@@ -83,28 +86,30 @@ def headline(result: Mapping[str, Any]) -> dict[str, Any]:
   return {k: v for k, v in result.items() if not isinstance(v, list)}
 
 
-def search_rows(r: state.Run, examples: Sequence[tasks.Example]) -> list[dict[str, Any]]:
-  """The search stage's rows for its current questions and grid (`search.jsonl`).
+def search_setup(r: state.Run, examples: Sequence[tasks.Example]) -> str:
+  """What a search row's results depend on besides its cell: questions, settings and seed."""
+  settings = {k: v for k, v in dataclasses.asdict(r.settings.search).items()
+              if k not in ("budgets", "strategies")}
+  return tasks.fingerprint(examples)[:12] + "-" + str(zlib.crc32(
+      json.dumps([settings, r.seed], sort_keys=True).encode()))
 
-  Rows of earlier runs on other questions, strategies or budgets are dropped; when a cell was
-  run twice (a changed setting or seed), the later row is kept.
+
+def search_rows(r: state.Run, examples: Sequence[tasks.Example]) -> list[dict[str, Any]]:
+  """Every row of `search.jsonl` made with the current questions, settings and seed.
+
+  Cells of earlier runs' grids count too (a strategy or budget added to the grid only
+  adds rows); rows of other settings are left out. Rows come in file order.
   """
   path = r.path(artifacts.SEARCH)
   if not os.path.exists(path):
     raise ValueError(f"{path} does not exist; run the 'search' stage first "
                      "(ttc_jax.pipeline.stages.search).")
-  questions = [e.question for e in examples]
-  cfg = r.settings.search
-  grid = {(s, b) for s in cfg.strategies for b in cfg.budgets}
-  rows = {}
-  for row in metrics.read_jsonl(path):
-    key = (row["cell"]["strategy"], int(row["cell"]["budget"]))
-    if key in grid and row.get("question") == questions:
-      rows[key] = row
+  setup = search_setup(r, examples)
+  rows = [row for row in sweep.load_rows(path).values() if row["cell"].get("setup") == setup]
   if not rows:
-    raise ValueError(f"{path} holds no row for the current search questions and grid; run the "
-                     "'search' stage first (ttc_jax.pipeline.stages.search).")
-  return list(rows.values())
+    raise ValueError(f"{path} holds no row for the current search questions and settings; run "
+                     "the 'search' stage first (ttc_jax.pipeline.stages.search).")
+  return rows
 
 
 def strategy_tables(r: state.Run, data: state.Data, fields: Sequence[str]

@@ -87,7 +87,18 @@ class SearchSweepConfig:
     if not self.strategies:
       raise ValueError("search.strategies is empty; name at least one, e.g. 'best_of_n'.")
     for spec in self.strategies:
-      specs.parse(spec, self.search_config())  # unknown names and fields fail here
+      name, config = specs.parse(spec, self.search_config())  # unknown names and fields fail
+      reasons = []
+      for b in self.budgets:
+        try:
+          search_base.check_budget(name, b, config)
+          break
+        except ValueError as e:
+          reasons.append(f"N={b}: {e}")
+      else:
+        raise ValueError(f"search: strategy {spec!r} can run at none of search.budgets="
+                         f"{self.budgets} ({'; '.join(reasons)}); add a budget it can run at "
+                         f"or drop the strategy.")
 
   def search_config(self, **overrides: Any) -> search_base.SearchConfig:
     return search_base.SearchConfig(temperature=self.temperature,
@@ -280,27 +291,57 @@ def parse(config: ml_collections.ConfigDict) -> Settings:
   unknown = sorted(set(config.keys()) - set(TOP_LEVEL_KEYS))
   if unknown:
     raise ValueError(f"Unknown top-level config key(s) {unknown}; valid: {list(TOP_LEVEL_KEYS)}.")
-  train = lambda section, name: trainer.TrainConfig.from_config(section, name)
+  for key in ("task", "model", "mesh", "prm.labels", "prm.train", "orm", "orm.train",
+              "verifier_eval", "search", "revisions.train", "allocator"):
+    section(config, key)
+  _check_mesh_and_seed(config)
+  train = lambda path: trainer.TrainConfig.from_config(section(config, path), path)
   revisions = dict(config.revisions)
-  if "train" not in revisions:
-    raise ValueError("config.revisions is missing its 'train' section (the revision model's "
-                     "fine-tuning TrainConfig).")
-  revision_train = train(revisions.pop("train"), "revisions.train")
+  revisions.pop("train")
   allocator = dict(config.allocator)
   if "large_train" in allocator:
-    allocator["large_train"] = train(allocator["large_train"], "allocator.large_train")
+    allocator["large_train"] = train("allocator.large_train")
   return Settings(
-      train=train(config.train, "train"),
-      eval=configs.from_section(EvalConfig, config.eval, "eval"),
+      train=train("train"),
+      eval=configs.from_section(EvalConfig, section(config, "eval"), "eval"),
       prm_labels=configs.from_section(PRMLabelConfig, config.prm.labels, "prm.labels"),
-      prm_train=train(config.prm.train, "prm.train"),
-      orm_train=train(config.orm.train, "orm.train"),
+      prm_train=train("prm.train"),
+      orm_train=train("orm.train"),
       verifier_eval=configs.from_section(VerifierEvalConfig, config.verifier_eval,
                                          "verifier_eval"),
       search=configs.from_section(SearchSweepConfig, config.search, "search"),
       revisions=configs.from_section(RevisionConfig, revisions, "revisions", ("train",)),
-      revision_train=revision_train,
+      revision_train=train("revisions.train"),
       allocator=configs.from_section(AllocatorConfig, allocator, "allocator"))
+
+
+def section(config: ml_collections.ConfigDict, path: str) -> Any:
+  """`config.<path>` (dotted), which must be a section of keys; else a one-line ValueError."""
+  node: Any = config
+  for i, key in enumerate(path.split(".")):
+    where = ".".join(path.split(".")[:i + 1])
+    if not hasattr(node, "keys") or key not in node.keys():
+      raise ValueError(f"config.{where} is missing; the job needs the section config.{path} "
+                       f"(see configs/demo.py).")
+    node = node[key]
+  if not hasattr(node, "keys"):
+    raise ValueError(f"config.{path} must be a section of keys (a ConfigDict); got "
+                     f"{configs.short_repr(node)}.")
+  return node
+
+
+def _check_mesh_and_seed(config: ml_collections.ConfigDict) -> None:
+  mesh = dict(config.mesh)
+  for key, low in (("data", 0), ("model", 1)):
+    value = mesh.get(key, low)
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+      raise ValueError(f"config.mesh.{key}={configs.short_repr(value)} must be an int >= {low}"
+                       + (" (0: every device)." if key == "data" else "."))
+  if set(mesh) - {"data", "model"}:
+    raise ValueError(f"Unknown key(s) {sorted(set(mesh) - {'data', 'model'})} in config.mesh; "
+                     f"valid keys: ['data', 'model'].")
+  if not isinstance(config.get("seed"), int) or isinstance(config.get("seed"), bool):
+    raise ValueError(f"config.seed={configs.short_repr(config.get('seed'))} must be an int.")
 
 
 def model_config(config: ml_collections.ConfigDict, vocab_size: int) -> transformer.TransformerConfig:

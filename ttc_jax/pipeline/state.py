@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import time
 from typing import Any
 
@@ -18,6 +19,7 @@ import numpy as np
 from flax import nnx
 from jax.sharding import Mesh
 
+from ttc_jax.io import configs
 from ttc_jax.io import metrics
 from ttc_jax.models import transformer
 from ttc_jax.parallel import mesh as mesh_lib
@@ -47,6 +49,11 @@ class Run:
   def create(cls, config: ml_collections.ConfigDict) -> "Run":
     """Validates every section and builds what the stages share; no compute is spent."""
     parsed = settings_lib.parse(config)
+    scheme = re.match(r"^([A-Za-z][A-Za-z0-9+.-]*)://", str(config.workdir))
+    if scheme:
+      raise ValueError(f"workdir {config.workdir!r}: the {scheme.group(1)}:// scheme is not "
+                       f"supported yet (cloud workdirs come with the TPU-pod work); use a "
+                       f"local path, e.g. --config.workdir=/tmp/run1.")
     workdir = metrics.ensure_writable_dir(
         config.workdir, "the job writes its checkpoints, metrics and results there.")
     task = tasks.create(config.task, os.path.join(workdir, "data"))
@@ -76,11 +83,12 @@ class Run:
 
 def make_tokenizer(section: Any, task: tasks.Task) -> tokenizers.Tokenizer:
   """The tokenizer `config.tokenizer` names ('char': the task's alphabet)."""
-  values = dict(section)
+  values = dict(section) if hasattr(section, "keys") else {"name": section}
   name = values.pop("name", "char")
   if name not in settings_lib.TOKENIZERS or values:
-    raise ValueError(f"config.tokenizer={dict(section)!r}: supported tokenizers are "
-                     f"{list(settings_lib.TOKENIZERS)} (with no other keys).")
+    raise ValueError(f"config.tokenizer={configs.short_repr(section)}: supported tokenizers "
+                     f"are {list(settings_lib.TOKENIZERS)}, as dict(name=...) with no other "
+                     f"keys.")
   if task.alphabet is None:
     raise ValueError(f"Task {task.name!r} has no alphabet, so the char tokenizer cannot write "
                      "it; name another config.tokenizer.")

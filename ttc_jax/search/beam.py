@@ -203,7 +203,6 @@ def tree_search(prompts: Sequence[Sequence[int]], policy: base.Policy, verifier:
                 tree: Tree, config: base.SearchConfig, rng: jax.Array,
                 max_len: int) -> base.SearchResult:
   """Runs a validated tree search (see the module docstring) on every problem at once."""
-  num_problems = len(prompts)
   padded = base.pad_problems(prompts, config.mesh)
   n, sampler = tree.n, policy.sampler
   toks, lens = sampler.pad_prompts(padded, max_len)

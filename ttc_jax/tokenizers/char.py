@@ -57,15 +57,18 @@ class CharTokenizer(base.Tokenizer):
 
   def decode(self, ids: Sequence[int] | np.ndarray) -> str:
     """Decodes ids, stopping at the first EOS and skipping PAD/BOS."""
-    out = []
-    for i in np.asarray(ids).tolist():
-      if i == EOS:
-        break
-      if i >= 3:
-        out.append(self.chars[i - 3])
-    return "".join(out)
+    ids = np.asarray(ids).tolist()
+    if EOS in ids:
+      ids = ids[:ids.index(EOS)]
+    if any(not 0 <= i < self.vocab_size for i in ids):
+      bad = next(i for i in ids if not 0 <= i < self.vocab_size)
+      self.token_text(bad)  # raises, naming it
+    return "".join([self.chars[i - 3] for i in ids if i >= 3])
 
   def token_text(self, token_id: int) -> str:
+    if not 0 <= token_id < self.vocab_size:
+      raise ValueError(f"Token id {token_id} is outside this tokenizer's vocabulary "
+                       f"[0, {self.vocab_size}); decode ids of the same CharTokenizer.")
     return self.chars[token_id - 3] if token_id >= 3 else ""
 
   def step_ends(self, ids: Sequence[int] | np.ndarray, delimiter: str) -> list[int]:

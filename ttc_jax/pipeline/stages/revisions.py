@@ -119,7 +119,8 @@ def revisions_sweep(r: state.Run, data: state.Data, model: state.LM, verifiers: 
     _write_rows(r.path(artifacts.REVISIONS_SWEEP), sweep_rows(result))
     metrics.write_json(path, result)
     metrics.append_jsonl(r.metrics_path, {"stage": "revisions_sweep", **result})
-  metrics.update_summary(r.workdir, revisions=result)
+  # Timings stay in revisions.json: the summary holds results only.
+  metrics.update_summary(r.workdir, revisions={k: v for k, v in result.items() if k != "seconds"})
   print(format_result(result), flush=True)
   return result
 

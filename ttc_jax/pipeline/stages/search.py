@@ -13,8 +13,6 @@ counts) for the allocator, beside the accuracy per difficulty level.
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import time
 import zlib
 from typing import Any, Sequence
@@ -41,16 +39,12 @@ def run(r: state.Run, data: state.Data, lm: state.LM,
   examples = common.search_examples(r, data)
   policy = base.Policy(lm.sampler, lm.params, r.tokenizer, r.task)
   verifier = base.Verifier(*verifiers.prm, aggregation=r.settings.verifier_eval.aggregation)
-  # Rows are reused only for the same questions, settings and seed.
-  settings = {k: v for k, v in dataclasses.asdict(cfg).items()
-              if k not in ("budgets", "strategies")}
-  setup = tasks.fingerprint(examples)[:12] + "-" + str(zlib.crc32(
-      json.dumps([settings, r.seed], sort_keys=True).encode()))
+  setup = common.search_setup(r, examples)
   cells = [{**c, "setup": setup}
            for c in specs.cells(cfg.strategies, cfg.budgets, cfg.search_config())]
-  rows = sweep.run_grid(
-      r.path(artifacts.SEARCH), cells,
-      lambda c: run_cell(r, c, examples, policy, verifier), desc="search")
+  sweep.run_grid(r.path(artifacts.SEARCH), cells,
+                 lambda c: run_cell(r, c, examples, policy, verifier), desc="search")
+  rows = common.search_rows(r, examples)  # this grid's and earlier grids' cells of this setup
   table = summarize(rows)
   metrics.update_summary(r.workdir, search=table)
   r.log("search", f"{len(rows)} cells on {len(examples)} test questions; accuracy:")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping, Sequence
 
+from ttc_jax.io.configs import short_repr
 from ttc_jax.tasks import base
 from ttc_jax.tasks.chain_arithmetic import problems
 
@@ -55,11 +56,21 @@ class ChainArithmetic(base.Task):
 
 @base.register(ChainArithmetic.name)
 def make(settings: dict[str, Any], data_dir: str) -> ChainArithmetic:
+  """The task from `config.task` (levels, num_per_level, seed), every value checked."""
   unknown = sorted(set(settings) - set(SETTINGS))
   if unknown:
     raise ValueError(f"Unknown key(s) {unknown} in config.task for chain_arithmetic; valid "
                      f"keys: {['name', *SETTINGS]}.")
-  if "levels" not in settings or "num_per_level" not in settings:
-    raise ValueError("config.task for chain_arithmetic needs levels and num_per_level.")
-  return ChainArithmetic(settings["levels"], settings["num_per_level"],
-                         settings.get("seed", 0), data_dir)
+  levels, counts = settings.get("levels"), settings.get("num_per_level")
+  if not isinstance(levels, (list, tuple)) or not levels or not all(
+      isinstance(lv, (list, tuple)) and 2 <= len(lv) <= 3 for lv in levels):
+    raise ValueError(f"config.task.levels={short_repr(levels)} must be a non-empty tuple of "
+                     f"(num_terms, digits[, ops]) levels, e.g. ((3, 1, '+-'), (3, 2, '+-')).")
+  if not hasattr(counts, "keys") or set(counts.keys()) != set(base.SPLITS) or not all(
+      isinstance(n, int) and not isinstance(n, bool) and n >= 1 for n in dict(counts).values()):
+    raise ValueError(f"config.task.num_per_level must give a positive int for exactly "
+                     f"{list(base.SPLITS)}, e.g. dict(train=1000, validation=50, test=100).")
+  seed = settings.get("seed", 0)
+  if isinstance(seed, bool) or not isinstance(seed, int):
+    raise ValueError(f"config.task.seed={short_repr(seed)} must be an int.")
+  return ChainArithmetic(levels, counts, seed, data_dir)

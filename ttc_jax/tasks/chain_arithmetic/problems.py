@@ -22,6 +22,7 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
+from ttc_jax.io.configs import short_repr
 from ttc_jax.tasks.base import SPLITS
 
 STEP_DELIMITER = "\n"  # one step per line
@@ -41,6 +42,12 @@ class Difficulty:
   ops: str = "+-"
 
   def __post_init__(self):
+    for field in ("num_terms", "digits"):
+      value = getattr(self, field)
+      if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{field}={short_repr(value)} must be an int.")
+    if not isinstance(self.ops, str):
+      raise ValueError(f"ops={short_repr(self.ops)} must be a string over '+-*'.")
     if self.num_terms < 2:
       raise ValueError(f"num_terms must be >= 2, got {self.num_terms}")
     if self.digits < 1:

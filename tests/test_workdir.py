@@ -1,0 +1,194 @@
+"""Trustworthy workdirs: provenance, one job per workdir, rebuilt summaries, kill anywhere."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+import config_files
+from ttc_jax.pipeline import lock
+from ttc_jax.pipeline import provenance
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _job(workdir, *flags, wait=True):
+  """The test-config job through the real CLI, in a subprocess."""
+  cmd = [sys.executable, "-m", "ttc_jax.main", "--config=configs/test.py",
+         f"--config.workdir={workdir}", *flags]
+  env = dict(os.environ, PYTHONUNBUFFERED="1")
+  if not wait:
+    return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+  return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+
+
+def _summary(workdir):
+  with open(os.path.join(workdir, "summary.json")) as f:
+    return json.load(f)
+
+
+def _search_cells(workdir):
+  with open(os.path.join(workdir, "search.jsonl")) as f:
+    return [json.dumps(json.loads(line)["cell"], sort_keys=True) for line in f]
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+  """A finished test-config workdir, its summary and search cells (one uninterrupted run).
+
+  Tests below add to the workdir; the summary and cells stay those of the first run.
+  """
+  workdir = tmp_path_factory.mktemp("finished")
+  done = _job(workdir)
+  assert done.returncode == 0, done.stderr[-3000:]
+  return workdir, _summary(workdir), _search_cells(workdir)
+
+
+def test_rerun_on_a_finished_workdir_keeps_summary_and_config(finished):
+  workdir, summary, _ = finished
+  done = _job(workdir)
+  assert done.returncode == 0, done.stderr[-2000:]
+  assert _summary(workdir) == summary  # rebuilt from the outputs, not from the rerun
+  assert "wall_s" not in summary  # timings go to runs.jsonl, one row per run
+  with open(os.path.join(workdir, "runs.jsonl")) as f:
+    runs = [json.loads(line) for line in f]
+  assert len(runs) == 2 and runs[1]["wall_s"] > 0 and set(runs[0]["stage_seconds"]) == set(
+      provenance.ORDER)
+
+
+def test_a_changed_setting_of_a_finished_stage_is_refused_with_its_remedy(finished):
+  workdir, summary, _ = finished
+  before = {n: os.path.getmtime(os.path.join(workdir, n))
+            for n in ("config.json", "search.jsonl", "summary.json")}
+  done = _job(workdir, "--config.search.temperature=0.5")
+  assert done.returncode == 2
+  line = done.stderr.strip()
+  assert "\n" not in line and "Traceback" not in line
+  assert ("stage 'search' finished in" in line and "search.temperature: 1.0 -> 0.5" in line
+          and "--rerun_from=search" in line), line
+  after = {n: os.path.getmtime(os.path.join(workdir, n)) for n in before}
+  assert after == before  # nothing written: config.json, results and summary untouched
+  assert _summary(workdir) == summary
+
+
+def test_a_new_strategy_only_adds_to_the_results(finished, tmp_path):
+  workdir, summary, _ = finished
+  strategies = tuple(config_files.load("test").search.strategies) + ("beam/beam_width=4",)
+  done = _job(workdir, f"--config.search.strategies={strategies!r}")
+  assert done.returncode == 0, done.stderr[-2000:]
+  new = _summary(workdir)
+  assert set(new["search"]) == set(summary["search"]) | {"beam/beam_width=4"}
+  for spec, table in summary["search"].items():
+    assert new["search"][spec] == table  # old cells kept as they were
+  cells = _search_cells(workdir)
+  assert len(cells) == len(set(cells))
+  # Back to the original grid: the added cells stay in the results (they only add).
+  done = _job(workdir)
+  assert done.returncode == 0, done.stderr[-2000:]
+  assert set(_summary(workdir)["search"]) == set(new["search"])
+
+
+def test_rerun_from_moves_old_outputs_to_a_version_and_recomputes(finished):
+  workdir, _, _ = finished
+  old_rows = open(os.path.join(workdir, "search.jsonl")).read()
+  done = _job(workdir, "--config.search.temperature=0.5", "--rerun_from=search")
+  assert done.returncode == 0, done.stderr[-2000:]
+  version = os.path.join(workdir, "versions", "1")
+  assert open(os.path.join(version, "search.jsonl")).read() == old_rows
+  assert os.path.exists(os.path.join(version, "compute_optimal.json"))
+  assert not os.path.exists(os.path.join(version, "revisions.json"))  # not downstream of search
+  with open(os.path.join(version, "provenance.json")) as f:
+    assert json.load(f)["search"]["fields"]["search.temperature"] == 1.0
+  assert provenance.read(str(workdir))["search"]["fields"]["search.temperature"] == 0.5
+  assert open(os.path.join(workdir, "search.jsonl")).read() != old_rows
+
+
+def test_a_second_job_on_a_busy_workdir_is_refused(tmp_path):
+  first = _job(tmp_path, wait=False)
+  lock_file = os.path.join(tmp_path, ".lock")
+  deadline = time.time() + 300
+  while not os.path.exists(lock_file) and first.poll() is None and time.time() < deadline:
+    time.sleep(0.05)
+  try:
+    assert os.path.exists(lock_file), first.stderr.read() if first.poll() is not None else ""
+    second = _job(tmp_path)
+    assert second.returncode == 2
+    line = second.stderr.strip()
+    assert "\n" not in line and f"pid {first.pid}" in line and "in use by another job" in line
+  finally:
+    first.kill()
+    first.wait()
+
+
+def test_a_stale_lock_of_a_killed_job_is_taken_over(tmp_path):
+  dead = subprocess.Popen([sys.executable, "-c", "pass"])
+  dead.wait()
+  with open(tmp_path / ".lock", "w") as f:
+    json.dump({"host": socket.gethostname(), "pid": dead.pid, "since": "earlier"}, f)
+  with lock.hold(str(tmp_path)):
+    with open(tmp_path / ".lock") as f:
+      assert json.load(f)["pid"] == os.getpid()
+  assert not os.path.exists(tmp_path / ".lock")
+
+
+def test_a_lock_held_by_another_host_is_refused(tmp_path):
+  with open(tmp_path / ".lock", "w") as f:
+    json.dump({"host": "another-host", "pid": 1, "since": "earlier"}, f)
+  with pytest.raises(ValueError, match=r"in use by another job \(host another-host, pid 1"):
+    with lock.hold(str(tmp_path)):
+      pass
+
+
+def test_provenance_names_every_changed_field_of_the_earliest_stage(tmp_path):
+  config = config_files.load("test")
+  for stage in provenance.ORDER:
+    provenance.record(str(tmp_path), config, stage, finished=True)
+  config.train.learning_rate = 1e-2
+  with pytest.raises(ValueError, match=r"stage 'base_lm' finished .*train.learning_rate: 0.001 "
+                                       r"-> 0.01.*--rerun_from=base_lm"):
+    provenance.check(str(tmp_path), config)
+  config = config_files.load("test")
+  config.allocator.cv_seed = 3  # the allocation is recomputed every run: allowed
+  config.search.budgets = (1, 4)
+  provenance.check(str(tmp_path), config)
+
+
+# (stage, a path that exists once the stage is under way)
+_KILL_POINTS = [
+    ("data", "data"),
+    ("base LM training", "checkpoints/base_lm/100"),
+    ("PRM labels", "prm_labels/shard-00000.npz"),
+    ("search", "search.jsonl"),
+    ("revisions", "revisions/shard-00000.npz"),
+    ("allocator", "difficulty.json"),
+]
+
+
+@pytest.mark.slow
+def test_kill_anywhere_then_rerun_gives_the_uninterrupted_summary(finished, tmp_path):
+  _, reference, reference_cells = finished
+  workdir = tmp_path / "killed"
+  killed = []
+  for name, marker in _KILL_POINTS:
+    job = _job(workdir, wait=False)
+    deadline = time.time() + 600
+    while (job.poll() is None and time.time() < deadline
+           and not os.path.exists(os.path.join(workdir, marker))):
+      time.sleep(0.02)
+    if job.poll() is None:
+      job.send_signal(signal.SIGKILL)
+      killed.append(name)
+    job.wait()
+  assert len(killed) >= 4, killed  # most kills landed mid-job
+  done = _job(workdir)
+  assert done.returncode == 0, done.stderr[-3000:]
+  assert _summary(workdir) == reference
+  cells = _search_cells(workdir)
+  assert sorted(cells) == sorted(reference_cells)  # every cell once, none lost
+  assert not os.path.exists(workdir / ".lock")

@@ -1,0 +1,156 @@
+"""Which config fields each stage's outputs depend on, and the check that a rerun agrees with them.
+
+Every stage records, when it starts and when it finishes, the values of the config
+fields it depends on (its own and its upstream stages') in `provenance.json`. A
+rerun whose config changes a field a started or finished stage depends on is
+refused before any compute, with the stage, the fields and the remedy: a new
+workdir, or `--rerun_from=STAGE`, which moves that stage's outputs and those of
+every stage downstream of it into `versions/<n>/` and recomputes them. Changes no recorded
+stage depends on (a new search strategy or budget, allocator settings that are
+recomputed every run) only add to the results. See docs/design.md, "Pipeline".
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import shutil
+from typing import Any, Mapping
+
+import ml_collections
+
+from ttc_jax.io import metrics
+from ttc_jax.pipeline import artifacts
+
+PROVENANCE, VERSIONS = artifacts.PROVENANCE, artifacts.VERSIONS
+ORDER = ("data", "base_lm", "evaluation", "prm_labels", "verifiers", "search", "revisions",
+         "larger_model", "allocator", "report")
+# stage -> (upstream stages, config field prefixes of its own).
+DEPENDS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "data": ((), ("task", "tokenizer", "model.max_len")),
+    "base_lm": (("data",), ("seed", "model", "train")),
+    "evaluation": (("base_lm",), ("eval",)),
+    "prm_labels": (("base_lm",), ("prm.labels",)),
+    "verifiers": (("prm_labels",), ("prm.train", "orm.train", "verifier_eval")),
+    # The grid (strategies x budgets) is not a dependency: new cells only add rows.
+    "search": (("verifiers",), ("search.num_questions", "search.rows_per_batch",
+                                "search.temperature", "search.max_step_tokens",
+                                "search.max_rounds")),
+    "revisions": (("verifiers",), ("revisions",)),
+    "larger_model": (("data",), ("seed", "search.num_questions", "allocator.large_",
+                                 "allocator.min_param_ratio", "allocator.batch_prompts",
+                                 "allocator.temperature")),
+    "allocator": (("verifiers",), ("search.num_questions", "allocator.difficulty_samples",
+                                   "allocator.predicted_samples", "allocator.num_bins",
+                                   "allocator.batch_prompts", "allocator.temperature")),
+    "report": ((), ()),  # recomputed every run from the other stages' outputs
+}
+# stage -> what it writes besides its `artifacts` files (checkpoints, TensorBoard logs).
+_EXTRA_OUTPUTS = {
+    "base_lm": ("checkpoints/base_lm", "tensorboard/base_lm"),
+    "verifiers": ("checkpoints/prm", "checkpoints/orm", "tensorboard/prm", "tensorboard/orm"),
+    "revisions": ("checkpoints/revision", "tensorboard/revision"),
+    "larger_model": ("checkpoints/larger_lm", "tensorboard/larger_lm"),
+}
+
+
+def flatten(config: ml_collections.ConfigDict | Mapping[str, Any], prefix: str = ""
+            ) -> dict[str, Any]:
+  """`{'search.temperature': 1.0, ...}`: every leaf of the config by its dotted path, JSON-able."""
+  out = {}
+  for key, value in dict(config).items():
+    path = f"{prefix}{key}"
+    if isinstance(value, (ml_collections.ConfigDict, dict)):
+      out.update(flatten(value, path + "."))
+    else:
+      out[path] = list(value) if isinstance(value, tuple) else value
+  return out
+
+
+def stage_fields(stage: str, flat: Mapping[str, Any]) -> dict[str, Any]:
+  """The fields `stage` depends on, its upstream stages' included."""
+  upstream, prefixes = DEPENDS[stage]
+  fields = {k: v for k, v in flat.items()
+            if any(k == p or k.startswith(p if p.endswith("_") else p + ".") for p in prefixes)}
+  for up in upstream:
+    fields.update(stage_fields(up, flat))
+  return dict(sorted(fields.items()))
+
+
+def _json_ready(flat: Mapping[str, Any]) -> dict[str, Any]:
+  """The values as a JSON round trip gives them back (tuples as lists), so they compare."""
+  return json.loads(json.dumps(dict(flat), sort_keys=True, default=str))
+
+
+def read(workdir: str) -> dict[str, Any]:
+  path = os.path.join(workdir, PROVENANCE)
+  return metrics.read_json(path) if os.path.exists(path) else {}
+
+
+def check(workdir: str, config: ml_collections.ConfigDict) -> None:
+  """Raises ValueError when `config` changes a field that a recorded stage depends on."""
+  recorded = read(workdir)
+  flat = _json_ready(flatten(config))
+  for stage in ORDER:
+    if stage not in recorded:
+      continue
+    now = stage_fields(stage, flat)
+    then = recorded[stage]["fields"]
+    changed = sorted(k for k in set(now) | set(then) if now.get(k) != then.get(k))
+    if changed:
+      what = ", ".join(f"{k}: {then.get(k)!r} -> {now.get(k)!r}" for k in changed[:4])
+      more = f" and {len(changed) - 4} more" if len(changed) > 4 else ""
+      state = "finished" if recorded[stage].get("finished") else "started"
+      raise ValueError(
+          f"stage {stage!r} {state} in {workdir} with other settings ({what}{more}); use a "
+          f"new workdir, or pass --rerun_from={stage} to recompute it and the stages that use it "
+          f"(their outputs move to {os.path.join(workdir, VERSIONS)}/).")
+
+
+def record(workdir: str, config: ml_collections.ConfigDict, stage: str, finished: bool) -> None:
+  """Writes `stage`'s fields (atomically, process 0) as started or finished."""
+  recorded = read(workdir)
+  recorded[stage] = {"fields": stage_fields(stage, _json_ready(flatten(config))),
+                     "finished": finished}
+  metrics.write_json(os.path.join(workdir, PROVENANCE), recorded, sort_keys=True)
+
+
+def outputs(stage: str) -> list[str]:
+  """Workdir-relative paths `stage` writes."""
+  own = [name for name, writer in artifacts.WRITTEN_BY.items() if writer == stage]
+  return own + list(_EXTRA_OUTPUTS.get(stage, ()))
+
+
+def downstream(first: str) -> list[str]:
+  """`first` and every stage whose outputs depend on it, plus the allocator and the report
+  (they read every earlier stage), in run order."""
+  def depends(stage: str) -> bool:
+    return stage == first or any(depends(up) for up in DEPENDS[stage][0])
+  later = ORDER[ORDER.index(first):]
+  return [s for s in later if depends(s) or s in ("allocator", "report")]
+
+
+def move_to_version(workdir: str, first: str) -> str | None:
+  """Moves the outputs of `downstream(first)` into `versions/<n>/`; returns that folder.
+
+  The stages' provenance moves with them, so the rerun records its own.
+  """
+  if first not in ORDER:
+    raise ValueError(f"--rerun_from={first!r} is not a stage; stages: {list(ORDER)}.")
+  stages = downstream(first)
+  present = [p for s in stages for p in outputs(s) if os.path.exists(os.path.join(workdir, p))]
+  recorded = read(workdir)
+  if not present and not any(s in recorded for s in stages):
+    return None
+  n = 1 + max([int(os.path.basename(p)) for p in glob.glob(os.path.join(workdir, VERSIONS, "*"))
+               if os.path.basename(p).isdigit()] or [0])
+  dest = os.path.join(workdir, VERSIONS, str(n))
+  for rel in present:
+    os.makedirs(os.path.dirname(os.path.join(dest, rel)), exist_ok=True)
+    shutil.move(os.path.join(workdir, rel), os.path.join(dest, rel))
+  moved = {s: recorded.pop(s) for s in stages if s in recorded}
+  os.makedirs(dest, exist_ok=True)
+  metrics.write_json(os.path.join(dest, PROVENANCE), moved, sort_keys=True)
+  metrics.write_json(os.path.join(workdir, PROVENANCE), recorded, sort_keys=True)
+  return dest
