@@ -29,6 +29,7 @@ setup(
     extras_require={
         "test": [
             "pytest>=8",
+            "hypothesis>=6.100",  # tests/test_fuzz.py
             "import-linter>=2.16,<3",  # .importlinter: the layer contract (tests/test_architecture.py)
             "nbclient>=0.10",  # colabs/*.ipynb executed top to bottom by the tests
             "nbformat>=5.10",

@@ -60,6 +60,10 @@ def test_rerun_on_a_finished_workdir_keeps_summary_and_config(finished):
     runs = [json.loads(line) for line in f]
   assert len(runs) == 2 and runs[1]["wall_s"] > 0 and set(runs[0]["stage_seconds"]) == set(
       provenance.ORDER)
+  # What may differ across machines is recorded beside the results.
+  env = summary["environment"]
+  assert {"jax", "jaxlib", "backend", "device_kind", "cpu"} <= set(env) and env["backend"] == "cpu"
+  assert isinstance(env["cpu"]["isa_flags"], list) and env["cpu"]["model"]
 
 
 def test_a_changed_setting_of_a_finished_stage_is_refused_with_its_remedy(finished):
@@ -75,6 +79,11 @@ def test_a_changed_setting_of_a_finished_stage_is_refused_with_its_remedy(finish
   after = {n: os.path.getmtime(os.path.join(workdir, n)) for n in before}
   assert after == before  # nothing written: config.json, results and summary untouched
   assert _summary(workdir) == summary
+  # An infeasible grid on a finished workdir: refused before anything is read or written.
+  done = _job(workdir, "--config.search.strategies=('beam/beam_width=3',)",
+              "--config.search.budgets=(16,)")
+  assert done.returncode == 2 and "can run at none of search.budgets=(16,)" in done.stderr
+  assert {n: os.path.getmtime(os.path.join(workdir, n)) for n in before} == before
 
 
 def test_a_new_strategy_only_adds_to_the_results(finished, tmp_path):
@@ -150,7 +159,7 @@ def test_provenance_names_every_changed_field_of_the_earliest_stage(tmp_path):
   for stage in provenance.ORDER:
     provenance.record(str(tmp_path), config, stage, finished=True)
   config.train.learning_rate = 1e-2
-  with pytest.raises(ValueError, match=r"stage 'base_lm' finished .*train.learning_rate: 0.001 "
+  with pytest.raises(ValueError, match=r"stage 'base_lm' finished .*train.learning_rate: 0.003 "
                                        r"-> 0.01.*--rerun_from=base_lm"):
     provenance.check(str(tmp_path), config)
   config = config_files.load("test")
