@@ -1,6 +1,7 @@
 """Random input for config validation and the answer/step parsers: a clear ValueError or a result,
 never another exception, never a hang (hypothesis, with a per-example deadline)."""
 
+import os
 import string
 
 import ml_collections
@@ -17,7 +18,7 @@ from ttc_jax.tokenizers import base as tokenizers
 from ttc_jax.tokenizers.char import CharTokenizer
 
 TOK = CharTokenizer(chain_arithmetic.ALPHABET)
-FUZZ = settings(max_examples=150, deadline=2000, suppress_health_check=[HealthCheck.too_slow])
+FUZZ = settings(max_examples=int(os.environ.get("FUZZ_EXAMPLES", 150)), deadline=2000, suppress_health_check=[HealthCheck.too_slow])
 
 scalars = st.one_of(st.none(), st.booleans(), st.integers(-10**12, 10**12),
                     st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=12),

@@ -96,10 +96,13 @@ def names() -> list[str]:
 
 def create(section: Mapping[str, Any], data_dir: str) -> Task:
   """The task `section['name']` built from the rest of `section` (config.task)."""
+  if not hasattr(section, "keys"):
+    raise ValueError(f"config.task must be a section with a name; got {type(section).__name__}.")
   settings = dict(section)
   name = settings.pop("name", None)
-  if name not in _REGISTRY:
-    raise ValueError(f"Unknown task {name!r} (config.task.name); registered tasks: {names()}.")
+  if not isinstance(name, str) or name not in _REGISTRY:
+    raise ValueError(f"Unknown task {' '.join(repr(name).split())[:40]} (config.task.name); "
+                     f"registered tasks: {names()}.")
   return _REGISTRY[name](settings, data_dir)
 
 
