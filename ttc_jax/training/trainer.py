@@ -1,4 +1,4 @@
-"""One optax loop for every model we train: base LM now, PRM / ORM / revision SFT later.
+"""One optax loop for every model we train: base LM, PRM, ORM, revision SFT, larger model.
 
 `train(params, loss_fn, batch_fn, cfg, workdir)` runs a jitted pure step over
 `(params, opt_state)`, saves both to an orbax `CheckpointManager` every
