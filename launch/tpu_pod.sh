@@ -1,25 +1,14 @@
 #!/usr/bin/env bash
-# Runs the main job on every host of a Cloud TPU VM pod slice.
+# Cloud TPU VM pod slices: a thin wrapper around launch/tpu.py (see `launch/tpu_pod.sh --help`).
 #
-#   launch/tpu_pod.sh TPU_NAME ZONE [CONFIG] [extra ttc-jax flags...]
-#   e.g. launch/tpu_pod.sh my-v5p-64 us-east5-a configs/paper.py --config.workdir=gs://bucket/run1
-#   (configs/paper.py: the paper's settings; configs/demo.py: the CPU demo, default)
+#   launch/tpu_pod.sh --name=NAME --zone=ZONE create --accelerator-type=v5p-64
+#   launch/tpu_pod.sh --name=NAME --zone=ZONE ship        # working tree, uncommitted changes too
+#   launch/tpu_pod.sh --name=NAME --zone=ZONE install     # ~/ttc_jax/.venv: pip install 'jax[tpu]' .
+#   launch/tpu_pod.sh --name=NAME --zone=ZONE run -- --config=configs/paper.py
+#   launch/tpu_pod.sh --name=NAME --zone=ZONE status
+#   launch/tpu_pod.sh --name=NAME --zone=ZONE fetch --workdir=workdir/paper
+#   launch/tpu_pod.sh --name=NAME --zone=ZONE delete
 #
-# Copies this checkout to every worker, installs it, and starts the same command
-# on all of them with --distributed (jax.distributed.initialize() auto-detects
-# the pod). The mesh spans all chips: problems over 'data', parameters over
-# 'model' (set --config.mesh.model). Only process 0 writes metrics and summaries.
+# Add --dry-run to print the gcloud commands instead of running them.
 set -euo pipefail
-tpu=${1:?TPU name}; zone=${2:?zone}; config=${3:-configs/demo.py}; shift $(( $# < 3 ? $# : 3 ))
-repo=$(cd "$(dirname "$0")/.." && pwd)
-archive=$(mktemp -d)/ttc_jax.tar.gz
-git -C "$repo" archive --format=tar.gz -o "$archive" HEAD
-gcloud compute tpus tpu-vm scp "$archive" "$tpu":~/ttc_jax.tar.gz --zone "$zone" --worker=all
-gcloud compute tpus tpu-vm ssh "$tpu" --zone "$zone" --worker=all --command "
-  set -e
-  rm -rf ~/ttc_jax && mkdir -p ~/ttc_jax && tar -xzf ~/ttc_jax.tar.gz -C ~/ttc_jax
-  cd ~/ttc_jax
-  python3 -m venv .venv
-  .venv/bin/pip install -q 'jax[tpu]' . 
-  .venv/bin/ttc-jax --distributed --config=$config $*
-"
+exec python3 "$(dirname "$0")/tpu.py" "$@"

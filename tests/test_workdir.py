@@ -201,3 +201,26 @@ def test_kill_anywhere_then_rerun_gives_the_uninterrupted_summary(finished, tmp_
   cells = _search_cells(workdir)
   assert sorted(cells) == sorted(reference_cells)  # every cell once, none lost
   assert not os.path.exists(workdir / ".lock")
+
+
+@pytest.mark.slow
+def test_two_processes_give_the_summary_of_one(finished, tmp_path):
+  """2 processes x 4 CPU devices joined by jax.distributed == 1 process x 8 devices."""
+  _, reference, reference_cells = finished
+  workdir = tmp_path / "pod"
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+  env = dict(os.environ, PYTHONUNBUFFERED="1",
+             XLA_FLAGS="--xla_force_host_platform_device_count=4")
+  procs = [subprocess.Popen(
+      [sys.executable, "-m", "ttc_jax.main", "--config=configs/test.py",
+       f"--config.workdir={workdir}", "--distributed", f"--coordinator_address=127.0.0.1:{port}",
+       "--num_processes=2", f"--process_id={i}"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+      stderr=subprocess.PIPE, text=True) for i in range(2)]
+  errors = [p.communicate(timeout=1200)[1] for p in procs]
+  assert [p.returncode for p in procs] == [0, 0], [e[-2000:] for e in errors]
+  summary = _summary(workdir)
+  assert summary.pop("environment")["process_count"] == 2
+  assert summary == {k: v for k, v in reference.items() if k != "environment"}
+  assert sorted(_search_cells(workdir)) == sorted(reference_cells)

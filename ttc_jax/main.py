@@ -24,7 +24,13 @@ _CONFIG = config_flags.DEFINE_config_file(
     lock_config=True)
 _DISTRIBUTED = flags.DEFINE_bool(
     "distributed", False, "Call jax.distributed.initialize() first (multi-host TPU/GPU pods; "
-    "the cluster is auto-detected). Every host runs the same command.")
+    "the cluster is auto-detected unless the three flags below are given). Every host runs "
+    "the same command.")
+_COORDINATOR = flags.DEFINE_string(
+    "coordinator_address", None, "With --distributed: host:port of process 0 (e.g. "
+    "127.0.0.1:12355 for several processes on one machine).")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "With --distributed: processes.")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None, "With --distributed: this process.")
 _RERUN_FROM = flags.DEFINE_string(
     "rerun_from", None, "Recompute this stage and every stage that uses its outputs (data, "
     "base_lm, evaluation, prm_labels, verifiers, search, revisions, larger_model, allocator, "
@@ -101,7 +107,10 @@ def main(argv: list[str]) -> None:
     logging.set_verbosity(logging.WARNING)  # keep orbax/tfds INFO logs out of the way
   if _DISTRIBUTED.value:
     import jax  # pylint: disable=g-import-not-at-top
-    jax.distributed.initialize()
+    # CPU processes exchange data through gloo (TPU and GPU use their own interconnect).
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    jax.distributed.initialize(coordinator_address=_COORDINATOR.value,
+                               num_processes=_NUM_PROCESSES.value, process_id=_PROCESS_ID.value)
   from ttc_jax import pipeline  # pylint: disable=g-import-not-at-top
   from ttc_jax.training import trainer  # pylint: disable=g-import-not-at-top
   try:

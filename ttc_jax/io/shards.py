@@ -12,10 +12,10 @@ import glob
 import os
 from typing import Any, Callable
 
-import jax
 import numpy as np
 import tqdm
 
+from ttc_jax.io import host
 from ttc_jax.io import metrics
 
 MANIFEST = "manifest.json"
@@ -76,8 +76,9 @@ def open_manifest(out_dir: str | os.PathLike, manifest: dict[str, Any], what: st
   Also removes torn `*.tmp` files a killed run left behind. Errors tell the user to
   use a new `where` (how the caller names its output directory).
   """
-  for stale in glob.glob(os.path.join(out_dir, "*.tmp")):
-    os.remove(stale)
+  if host.is_main():
+    for stale in glob.glob(os.path.join(out_dir, "*.tmp")):
+      os.remove(stale)
   old = read_manifest(out_dir)
   if old is None:
     if glob.glob(os.path.join(out_dir, "shard-*.npz")):
@@ -104,12 +105,14 @@ def write_missing(out_dir: str | os.PathLike, manifest: dict[str, Any], what: st
   os.makedirs(out_dir, exist_ok=True)
   open_manifest(out_dir, manifest, what, where)
   n = manifest["num_shards"]
-  todo = [i for i in range(n) if not os.path.exists(shard_path(out_dir, i))]
+  # Every host computes every missing shard (its part of each batch): the same list on all.
+  todo = host.agree([i for i in range(n) if not os.path.exists(shard_path(out_dir, i))])
   with tqdm.tqdm(total=n, initial=n - len(todo), desc=what, unit="shard",
-                 disable=not progress, leave=False) as bar:
+                 disable=not progress or not host.is_main(), leave=False) as bar:
     for i in todo:
       arrays = make_shard(i)
-      if jax.process_index() == 0:
+      if host.is_main():
         save_npz(shard_path(out_dir, i), arrays)
       bar.update(1)
+  host.barrier(f"shards {os.fspath(out_dir)}")  # written before any host reads them
   return todo

@@ -17,8 +17,9 @@ import json
 import os
 from typing import Any, Callable, Mapping, Sequence
 
-import jax
 import tqdm
+
+from ttc_jax.io import host
 
 Cell = Mapping[str, Any]
 
@@ -70,12 +71,14 @@ def run_grid(path: str | os.PathLike, cells: Sequence[Cell],
     dup = next(k for k in keys if keys.count(k) > 1)
     raise ValueError(f"Grid cell {dup} is listed twice; each cell must be unique.")
   done = load_rows(path)
-  todo = [(k, c) for k, c in zip(keys, cells) if k not in done]
-  writer = jax.process_index() == 0
+  # Every host runs the same cells (its part of each batch): process 0's list.
+  todo = [(keys[i], cells[i]) for i in host.agree([i for i, k in enumerate(keys)
+                                                   if k not in done])]
+  writer = host.is_main()
   if writer:
     _repair(path)
   with tqdm.tqdm(total=len(cells), initial=len(cells) - len(todo), desc=desc,
-                 unit="cell", leave=False) as bar:
+                 unit="cell", leave=False, disable=not writer) as bar:
     for key, cell in todo:
       row = {"cell": dict(cell), **run_cell(cell)}
       line = json.dumps(row, sort_keys=True) + "\n"
@@ -86,4 +89,5 @@ def run_grid(path: str | os.PathLike, cells: Sequence[Cell],
           os.fsync(f.fileno())
       done[key] = json.loads(line)
       bar.update(1)
+  host.barrier(f"grid {path}")  # rows on disk before any host reads the file
   return [done[k] for k in keys]

@@ -67,9 +67,28 @@ def param_shardings(state: Any, mesh: Mesh,
   return jax.tree.map(one, state, is_leaf=lambda x: isinstance(x, nnx.Variable))
 
 
+def put(tree: Any, shardings: Any) -> Any:
+  """`jax.device_put(tree, shardings)`, also onto a mesh that spans several hosts.
+
+  Every host holds the same values (e.g. params made from one seed); on a pod each
+  host transfers only the shards of its own devices.
+  """
+  if jax.process_count() == 1:
+    return jax.device_put(tree, shardings)
+
+  def one(x, sharding):
+    if isinstance(x, jax.Array) and not x.is_fully_addressable:
+      return jax.device_put(x, sharding)  # already global: reshards
+    x = np.asarray(x)
+    return jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])
+  if isinstance(shardings, jax.sharding.Sharding):
+    return jax.tree.map(lambda x: one(x, shardings), tree)
+  return jax.tree.map(one, tree, shardings)
+
+
 def shard_params(state: Any, mesh: Mesh) -> Any:
   """Places parameters on the mesh by their logical axis names."""
-  return jax.device_put(state, param_shardings(state, mesh))
+  return put(state, param_shardings(state, mesh))
 
 
 def batch_sharding(mesh: Mesh) -> NamedSharding:
@@ -78,13 +97,14 @@ def batch_sharding(mesh: Mesh) -> NamedSharding:
 
 
 def shard_batch(tree: Any, mesh: Mesh) -> Any:
-  """Places every array of `tree` with its leading dimension over `data`."""
+  """Places every array of `tree` (the same global batch on every host) with its leading
+  dimension over `data`; on a pod each host transfers only the rows of its own devices."""
   n = mesh.shape["data"]
   for x in jax.tree.leaves(tree):
     if np.shape(x)[0] % n:
       raise ValueError(f"Batch dimension {np.shape(x)[0]} is not divisible by the mesh's "
                        f"data axis ({n}); pad the batch to a multiple of {n}.")
-  return jax.device_put(tree, batch_sharding(mesh))
+  return put(tree, batch_sharding(mesh))
 
 
 def to_host(tree: Any) -> Any:

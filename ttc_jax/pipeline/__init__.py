@@ -21,6 +21,7 @@ import jax
 import ml_collections
 import numpy as np
 
+from ttc_jax.io import host
 from ttc_jax.io import metrics
 from ttc_jax.pipeline import artifacts
 from ttc_jax.pipeline import lock
@@ -71,6 +72,7 @@ def _run_stages(r: state.Run) -> dict[str, Any]:
     out = fn(r, *args)
     seconds[name] = round(time.time() - t0, 1)
     provenance.record(r.workdir, r.config, name, finished=True)
+    host.barrier(f"stage {name}")  # its files are on disk before any host reads them
     return out
 
   data = stage("data", data_stage.run)

@@ -215,7 +215,7 @@ def _sample_rows(sampler: Sampler, params: Any, contexts: list[list[int]], key: 
   state = sampler.prefill(params, tokens, lengths, max_len)
   _, out = sampler.decode(params, state, key, max_new_tokens=max_new_tokens, stop="eos",
                           temperature=temperature)
-  return np.asarray(out.tokens), np.asarray(out.lengths)
+  return mesh_lib.to_host((out.tokens, out.lengths))
 
 
 def orm_scores(graphdef: nnx.GraphDef, state: Any, tokenizer: Tokenizer,

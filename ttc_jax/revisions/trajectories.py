@@ -41,6 +41,7 @@ import numpy as np
 from jax.sharding import Mesh
 
 from ttc_jax.io import shards
+from ttc_jax.parallel import mesh as mesh_lib
 from ttc_jax.sampling.sampler import Sampler, pad_with_copies
 from ttc_jax.tasks.base import Example, Task, fingerprint
 from ttc_jax.tokenizers.base import Tokenizer
@@ -300,8 +301,7 @@ def _shard(sampler: Sampler, params: Any, problems: Sequence[Example], first_ind
   _, out = sampler.sample(params, pad_with_copies(prompts, len(prompts), mesh), key, num_samples=s,
                           max_len=sampler.context_len, max_new_tokens=max_attempt_tokens,
                           stop="eos", temperature=TEMPERATURE, mesh=mesh)
-  gen, lengths = np.asarray(out.tokens), np.asarray(out.lengths)
-  finished = np.asarray(out.stopped)
+  gen, lengths, finished = mesh_lib.to_host((out.tokens, out.lengths, out.stopped))
   rows, starts, ends, prev_n, qidx, sample_ok = [], [], [], [], [], []
   for q, prob in enumerate(problems):
     sl = range(q * s, (q + 1) * s)

@@ -40,6 +40,7 @@ from jax.sharding import Mesh
 
 from ttc_jax import stats
 from ttc_jax.io import shards
+from ttc_jax.parallel import mesh as mesh_lib
 from ttc_jax.sampling.sampler import Sampler, pad_with_copies
 from ttc_jax.tasks.base import Example, Task, fingerprint
 from ttc_jax.tokenizers.base import Tokenizer
@@ -186,9 +187,8 @@ def _label_shard(sampler: Sampler, params: Any, problems: Sequence[Example], fir
   state, out = sampler.sample(params, pad_with_copies(prompts, len(prompts), mesh), sol_key,
                               num_samples=num_solutions, max_len=max_len, stop="eos",
                               temperature=TEMPERATURE, mesh=mesh)
-  tokens = np.asarray(state.tokens[:n], np.int32)
-  lengths = np.asarray(out.lengths[:n])
-  finished = np.asarray(out.stopped[:n])
+  tokens, lengths, finished = mesh_lib.to_host((state.tokens, out.lengths, out.stopped))
+  tokens, lengths, finished = tokens[:n].astype(np.int32), lengths[:n], finished[:n]
   prompt_len = np.repeat([len(p) for p in prompts], num_solutions).astype(np.int32)
   qidx = np.repeat(np.arange(len(prompts)), num_solutions)
 
@@ -216,7 +216,7 @@ def _label_shard(sampler: Sampler, params: Any, problems: Sequence[Example], fir
     _, ro = sampler.sample(params, pad_with_copies([j[2] for j in chunk], prefixes_per_batch, mesh),
                            jax.random.fold_in(roll_key, c), num_samples=num_rollouts,
                            max_len=max_len, stop="eos", temperature=TEMPERATURE, mesh=mesh)
-    ro_tok, ro_len = np.asarray(ro.tokens), np.asarray(ro.lengths)
+    ro_tok, ro_len = mesh_lib.to_host((ro.tokens, ro.lengths))
     for k, (r, i, prefix) in enumerate(chunk):
       prob, head = problems[qidx[r]], tokenizer.decode(prefix[prompt_len[r]:])
       rows = range(k * num_rollouts, (k + 1) * num_rollouts)  # prompt-major sampler rows

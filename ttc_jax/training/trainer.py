@@ -229,7 +229,7 @@ def _on_mesh(params: PyTree, mesh: Mesh) -> PyTree:
   def place(x):
     if isinstance(x, jax.Array) and x.sharding.device_set == devices:
       return x
-    return jax.device_put(x, NamedSharding(mesh, P()))
+    return mesh_lib.put(x, NamedSharding(mesh, P()))
   return jax.tree.map(place, params)
 
 
@@ -309,7 +309,7 @@ def train(params: PyTree, loss_fn: LossFn, batch_fn: Callable[[int], Batch], cfg
     shardings = jax.tree.map(lambda x: x.sharding, state)
     # Committed inputs from the start: step 1 then compiles the program every later step
     # (and a resumed run, whose restored arrays are committed) reuses.
-    state = jax.device_put(state, shardings)
+    state = mesh_lib.put(state, shardings)
     step_fn = jax.jit(_train_step(loss_fn, tx), donate_argnums=0, out_shardings=(shardings, None))
     return _loop(state, step_fn, batch_fn, cfg, mgr, workdir, name, mesh, start)["params"]
   finally:

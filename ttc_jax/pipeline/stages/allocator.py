@@ -21,6 +21,7 @@ import numpy as np
 import tqdm
 
 from ttc_jax.allocator import tables
+from ttc_jax.io import host
 from ttc_jax.io import metrics
 from ttc_jax.io import shards
 from ttc_jax.pipeline import artifacts
@@ -48,7 +49,7 @@ def difficulty_bins(r: state.Run, data: state.Data, lm: state.LM,
   cfg = r.settings.allocator
   path = r.path(artifacts.DIFFICULTY)
   examples = common.search_examples(r, data)
-  if os.path.exists(path):
+  if host.agree(os.path.exists(path)):
     result = metrics.read_json(path)
     common.check_questions(result, examples, path)
     if result["difficulty_samples"] != cfg.difficulty_samples:
@@ -88,7 +89,7 @@ def _verifier_samples(r: state.Run, examples: list[tasks.Example]
   """
   cfg = r.settings.allocator
   path = r.path(artifacts.VERIFIER_SAMPLES)
-  if cfg.temperature != 1.0 or not os.path.exists(path):
+  if cfg.temperature != 1.0 or not host.agree(os.path.exists(path)):
     return None
   with np.load(path) as f:
     arrays = {k: f[k] for k in f.files}

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from ttc_jax.io import host
 from ttc_jax.pipeline import state
 from ttc_jax.training import batches
 
 
 def run(r: state.Run) -> state.Data:
   """Prepares the task's data (once; TFDS for the embedded task) and packs the train split."""
+  if host.is_main():  # prepares the task's data once (TFDS writes it on first use)
+    r.task.examples("train")
+  host.barrier("data prepared")
   train, test = r.task.examples("train"), r.task.examples("test")
   tok = r.tokenizer
   arrays = batches.lm_arrays([tok.encode(e.prompt, bos=True) for e in train],

@@ -14,6 +14,7 @@ from typing import Any, Callable, Mapping
 import numpy as np
 
 from ttc_jax.allocator import tables
+from ttc_jax.io import host
 from ttc_jax.io import metrics
 from ttc_jax.pipeline import artifacts
 from ttc_jax.pipeline import common
@@ -31,6 +32,8 @@ def run(r: state.Run, data: state.Data) -> str:
   Needs the larger model's and the allocator's outputs; adds the revisions sections when
   `revisions.json` exists.
   """
+  if not host.is_main():  # one writer for the figures and the report
+    return r.path(artifacts.REPORT)
   diff = artifacts.require(r.workdir, artifacts.DIFFICULTY)
   opt = artifacts.require(r.workdir, artifacts.COMPUTE_OPTIMAL)
   fl = artifacts.require(r.workdir, artifacts.FLOPS)
@@ -40,7 +43,7 @@ def run(r: state.Run, data: state.Data) -> str:
   fig = lambda name: r.path(artifacts.FIGURES, name + ".png")
   sections = [_setup_section(r, large, diff, len(questions)), *_search_sections(
       results, diff, fig), _compute_optimal_section(opt, fig), *_flops_sections(fl, fig)]
-  if os.path.exists(r.path(artifacts.REVISIONS)):
+  if host.agree(os.path.exists(r.path(artifacts.REVISIONS))):
     rev = metrics.read_json(r.path(artifacts.REVISIONS))
     sections += [_revisions_section(rev, fig("revision_ratios")), _revision_steps_section(rev)]
   return figures.write_report(r.workdir, sections, "ttc_jax: scaling test-time compute")

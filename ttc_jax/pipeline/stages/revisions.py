@@ -20,6 +20,7 @@ from typing import Any
 import jax
 import numpy as np
 
+from ttc_jax.io import host
 from ttc_jax.io import metrics
 from ttc_jax.io import shards
 from ttc_jax.models import transformer
@@ -97,7 +98,7 @@ def revisions_sweep(r: state.Run, data: state.Data, model: state.LM, verifiers: 
   t0 = time.time()
   cfg = r.settings.revisions
   path = r.path(artifacts.REVISIONS)
-  stored = metrics.read_json(path) if os.path.exists(path) else None
+  stored = metrics.read_json(path) if host.agree(os.path.exists(path)) else None
   if stored is not None and "pass@1_gain_vs_step0" in stored:
     result = stored
     r.log("revisions sweep", "already complete; skipped")

@@ -17,6 +17,7 @@ import numpy as np
 import tqdm
 
 from ttc_jax import stats
+from ttc_jax.io import host
 from ttc_jax.io import metrics
 from ttc_jax.io import shards
 from ttc_jax.models import reward
@@ -65,7 +66,7 @@ def run(r: state.Run, data: state.Data, lm: state.LM, labels: state.Labels
   """Trains both verifiers, then evaluates them once (later runs read `verifier_eval.json`)."""
   verifiers = train(r, lm, labels)
   path = r.path(artifacts.VERIFIER_EVAL)
-  if os.path.exists(path):
+  if host.agree(os.path.exists(path)):
     result = metrics.read_json(path)
     r.log("verifier eval", "already complete; skipped")
   else:
