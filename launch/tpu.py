@@ -234,7 +234,8 @@ class Launcher:
     if self.a.workdir is None and common.config_workdir(args) is None:
       print(f"{PROG}: note: no --workdir; the job uses its config's workdir (relative ones "
             f"are under ~/{REMOTE}); pass the same path to fetch --workdir.", file=sys.stderr)
-    job = " ".join([".venv/bin/ttc-jax", *args])
+    job = shlex.join([".venv/bin/ttc-jax", *args])
+    print(f"{PROG}: on every worker, in ~/{REMOTE}: {job}", file=sys.stderr)
     # sh records its pid and the job's exit code; setsid: its own session and process group
     # (stop kills the group), so nothing ends when ssh hangs up; nohup: SIGHUP ignored.
     wrapped = f"echo $$ > logs/job.pid; {job}; echo $? > logs/job.rc"

@@ -87,3 +87,22 @@ def test_the_whole_job_runs_on_a_task_defined_in_a_test_file(tmp_path):
 def test_an_unregistered_task_name_lists_the_registered_ones(tmp_path):
   with pytest.raises(ValueError, match=r"Unknown task 'nope'.*digit_sum_test"):
     tasks.create({"name": "nope"}, str(tmp_path))
+
+
+def test_a_task_in_its_own_module_is_selected_by_config_task_module(tmp_path, monkeypatch):
+  (tmp_path / "my_reverse_task.py").write_text(
+      "from ttc_jax.tasks import base\n"
+      "class Reverse(base.Task):\n"
+      "  name = 'reverse_test'\n"
+      "  def examples(self, split):\n"
+      "    return [base.Example('ab', 'R:ab\\n', 'b\\nA:ba', 'ba', 1)]\n"
+      "  def extract_answer(self, text):\n"
+      "    return text.rsplit('A:', 1)[-1] if 'A:' in text else None\n"
+      "@base.register('reverse_test')\n"
+      "def make(settings, data_dir):\n"
+      "  return Reverse()\n")
+  monkeypatch.syspath_prepend(str(tmp_path))
+  task = tasks.create({"name": "reverse_test", "module": "my_reverse_task"}, str(tmp_path))
+  assert task.name == "reverse_test" and task.grade("b\nA:ba", task.examples("test")[0])
+  with pytest.raises(ValueError, match=r"config.task.module='no_such_module' cannot be imported"):
+    tasks.create({"name": "reverse_test", "module": "no_such_module"}, str(tmp_path))

@@ -11,6 +11,7 @@ import time
 import pytest
 
 import config_files
+from ttc_jax import pipeline
 from ttc_jax.pipeline import lock
 from ttc_jax.pipeline import provenance
 
@@ -138,20 +139,35 @@ def test_a_second_job_on_a_busy_workdir_is_refused(tmp_path):
 def test_a_stale_lock_of_a_killed_job_is_taken_over(tmp_path):
   dead = subprocess.Popen([sys.executable, "-c", "pass"])
   dead.wait()
-  with open(tmp_path / ".lock", "w") as f:
+  with open(tmp_path / ".lock", "w") as f:  # what a SIGKILLed holder leaves behind
     json.dump({"host": socket.gethostname(), "pid": dead.pid, "since": "earlier"}, f)
   with lock.hold(str(tmp_path)):
     with open(tmp_path / ".lock") as f:
       assert json.load(f)["pid"] == os.getpid()
-  assert not os.path.exists(tmp_path / ".lock")
+  with lock.hold(str(tmp_path)):  # released on exit: the next job takes it
+    pass
 
 
-def test_a_lock_held_by_another_host_is_refused(tmp_path):
-  with open(tmp_path / ".lock", "w") as f:
-    json.dump({"host": "another-host", "pid": 1, "since": "earlier"}, f)
-  with pytest.raises(ValueError, match=r"in use by another job \(host another-host, pid 1"):
-    with lock.hold(str(tmp_path)):
-      pass
+def test_a_lock_held_by_a_running_process_names_its_holder(tmp_path):
+  holder = subprocess.Popen(
+      [sys.executable, "-c",
+       "import fcntl, json, os, sys, time\n"
+       f"fd = os.open({str(tmp_path / '.lock')!r}, os.O_RDWR | os.O_CREAT)\n"
+       "fcntl.flock(fd, fcntl.LOCK_EX)\n"
+       "os.write(fd, json.dumps({'host': 'another-host', 'pid': 4242, 'since': 'then'}).encode())\n"
+       "print('held', flush=True)\n"
+       "time.sleep(60)\n"], stdout=subprocess.PIPE, text=True)
+  try:
+    assert holder.stdout.readline().strip() == "held"
+    with pytest.raises(ValueError, match=r"in use by another job \(host another-host, pid 4242, "
+                                         r"since then\)"):
+      with lock.hold(str(tmp_path)):
+        pass
+  finally:
+    holder.kill()
+    holder.wait()
+  with lock.hold(str(tmp_path)):  # the holder died: its lock went with it
+    pass
 
 
 def test_provenance_names_every_changed_field_of_the_earliest_stage(tmp_path):
@@ -200,7 +216,8 @@ def test_kill_anywhere_then_rerun_gives_the_uninterrupted_summary(finished, tmp_
   assert _summary(workdir) == reference
   cells = _search_cells(workdir)
   assert sorted(cells) == sorted(reference_cells)  # every cell once, none lost
-  assert not os.path.exists(workdir / ".lock")
+  with lock.hold(str(workdir)):  # the killed jobs' lock went with them
+    pass
 
 
 @pytest.mark.slow
@@ -224,3 +241,28 @@ def test_two_processes_give_the_summary_of_one(finished, tmp_path):
   assert summary.pop("environment")["process_count"] == 2
   assert summary == {k: v for k, v in reference.items() if k != "environment"}
   assert sorted(_search_cells(workdir)) == sorted(reference_cells)
+
+
+def test_a_workdir_from_before_provenance_is_checked_against_its_config_json(tmp_path):
+  config = config_files.load("test")
+  config.workdir = str(tmp_path)
+  (tmp_path / "eval_base_lm.json").write_text("{}")
+  with pytest.raises(ValueError, match=r"holds results but no provenance.json or config.json"):
+    provenance.check(str(tmp_path), config)
+  (tmp_path / "config.json").write_text(config.to_json_best_effort())
+  provenance.check(str(tmp_path), config)  # the same settings: fine
+  config.eval.num_samples = 2
+  with pytest.raises(ValueError, match=r"stage 'evaluation' finished .*eval.num_samples: 4 -> 2"):
+    provenance.check(str(tmp_path), config)
+
+
+def test_rerun_from_is_refused_before_anything_moves_when_an_upstream_stage_changed(tmp_path):
+  config = config_files.load("test")
+  config.workdir = str(tmp_path)
+  for stage in provenance.ORDER:
+    provenance.record(str(tmp_path), config, stage, finished=True)
+  (tmp_path / "search.jsonl").write_text("")
+  config.train.learning_rate = 1e-2
+  with pytest.raises(ValueError, match=r"stage 'base_lm' finished"):
+    pipeline.run(config, rerun_from="search")
+  assert (tmp_path / "search.jsonl").exists() and not (tmp_path / "versions").exists()

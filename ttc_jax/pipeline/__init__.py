@@ -11,6 +11,7 @@ stage's outputs; `runs.jsonl` records each run's host, pid and stage timings.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 import socket
@@ -42,28 +43,45 @@ from ttc_jax.pipeline.stages import verifiers as verifiers_stage
 def run(config: ml_collections.ConfigDict, rerun_from: str | None = None) -> dict[str, Any]:
   """Runs the job described by `config` (see configs/demo.py); returns `summary.json`.
 
-  `rerun_from`: a stage whose outputs, and those of every later stage, move to
+  `rerun_from`: a stage whose outputs, and those of the stages that use them, move to
   `<workdir>/versions/<n>/` and are recomputed (see `provenance.py`).
   """
   if rerun_from is not None and rerun_from not in provenance.ORDER:
     raise ValueError(f"--rerun_from={rerun_from!r} is not a stage; stages: "
                      f"{list(provenance.ORDER)}.")
   r = state.Run.create(config)
-  with lock.hold(r.workdir):
-    if rerun_from is not None and jax.process_index() == 0:
-      moved = provenance.move_to_version(r.workdir, rerun_from)
-      if moved:
-        r.log("rerun", f"outputs of {rerun_from!r} and later stages moved to {moved}")
-    provenance.check(r.workdir, config)
+  with contextlib.ExitStack() as stack:
+    error = None
+    if host.is_main():  # one decision, taken before anything is moved or computed
+      try:
+        stack.enter_context(lock.hold(r.workdir))
+        again = provenance.downstream(rerun_from) if rerun_from else []
+        provenance.check(r.workdir, config, ignore=again)
+        if again:
+          moved = provenance.move_to_version(r.workdir, rerun_from)
+          if moved:
+            r.log("rerun", f"outputs of {again} moved to {moved}")
+      except ValueError as e:
+        error = str(e)
+    if not host.agree(error is None):
+      raise ValueError(error or "process 0 refused to start the job (see its error).")
     return _run_stages(r)
 
 
 def _run_stages(r: state.Run) -> dict[str, Any]:
-  if jax.process_index() == 0:
-    with open(r.path(artifacts.CONFIG), "w") as f:
+  if host.is_main():
+    tmp = r.path(artifacts.CONFIG + ".tmp")
+    with open(tmp, "w") as f:
       f.write(r.config.to_json_best_effort(indent=2))
-  # Rebuilt by the stages from their outputs, never carried over from an earlier run.
-  metrics.write_json(r.path(artifacts.SUMMARY), {"environment": environment()}, sort_keys=True)
+    os.replace(tmp, r.path(artifacts.CONFIG))
+  # The stages rebuild their entries from their outputs; entries of stages not (or no
+  # longer) finished are dropped, never carried over.
+  finished = {s for s, rec in provenance.read(r.workdir).items() if rec.get("finished")}
+  path = r.path(artifacts.SUMMARY)
+  old = metrics.read_json(path) if host.agree(os.path.exists(path)) else {}
+  keep = {k for s in finished for k in artifacts.SUMMARY_KEYS.get(s, ())}
+  metrics.write_json(path, {**{k: v for k, v in old.items() if k in keep},
+                            "environment": environment()}, sort_keys=True)
   seconds: dict[str, float] = {}
 
   def stage(name: str, fn: Callable, *args):

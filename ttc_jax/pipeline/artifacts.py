@@ -1,6 +1,6 @@
 """Every file the job writes in its workdir, and the stage that writes it (docs/design.md).
 
-`require(run, NAME)` reads a stage's JSON output, or says which stage to run first.
+`require(workdir, NAME)` reads a stage's JSON output, or says which stage to run first.
 """
 
 from __future__ import annotations
@@ -36,6 +36,14 @@ COMPUTE_OPTIMAL = "compute_optimal.json"
 FLOPS = "flops.json"
 FIGURES = "figures"
 REPORT = "report.md"
+
+# stage -> its entries of summary.json.
+SUMMARY_KEYS = {
+    "evaluation": ("base_lm",),
+    "verifiers": ("prm_step_auroc", "prm_first_step_within_question_auroc", "mc_label_step_auroc",
+                  "mc_label_step_auroc_train", "bon"),
+    "search": ("search",), "revisions": ("revisions",), "allocator": ("compute_optimal", "flops"),
+}
 
 WRITTEN_BY = {
     DATA: "data", EVAL: "evaluation", PRM_LABELS: "prm_labels", VERIFIER_EVAL: "verifiers",

@@ -16,7 +16,7 @@ import glob
 import json
 import os
 import shutil
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import ml_collections
 
@@ -33,12 +33,17 @@ DEPENDS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "evaluation": (("base_lm",), ("eval",)),
     "prm_labels": (("base_lm",), ("prm.labels",)),
     "verifiers": (("prm_labels",), ("prm.train", "orm.train", "verifier_eval")),
-    # The grid (strategies x budgets) is not a dependency: new cells only add rows.
-    "search": (("verifiers",), ("search.num_questions", "search.rows_per_batch",
-                                "search.temperature", "search.max_step_tokens",
-                                "search.max_rounds")),
-    "revisions": (("verifiers",), ("revisions",)),
-    "larger_model": (("data",), ("seed", "search.num_questions", "allocator.large_",
+    # The grid (strategies x budgets) is not a dependency: new cells only add rows. Search
+    # reads the PRM only (not the ORM or the verifier evaluation).
+    "search": (("prm_labels",), ("prm.train", "verifier_eval.aggregation",
+                                 "search.num_questions", "search.rows_per_batch",
+                                 "search.temperature", "search.max_step_tokens",
+                                 "search.max_rounds")),
+    # Revisions read the base LM and the ORM (trained on the PRM labels' samples).
+    "revisions": (("prm_labels",), ("orm.train", "revisions")),
+    # The larger model shares the base LM's architecture options and its pretraining count.
+    "larger_model": (("data",), ("seed", "model", "train.total_steps", "train.batch_size",
+                                 "search.num_questions", "allocator.large_",
                                  "allocator.min_param_ratio", "allocator.batch_prompts",
                                  "allocator.temperature")),
     "allocator": (("verifiers",), ("search.num_questions", "allocator.difficulty_samples",
@@ -46,6 +51,11 @@ DEPENDS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
                                    "allocator.batch_prompts", "allocator.temperature")),
     "report": ((), ()),  # recomputed every run from the other stages' outputs
 }
+# Stages a stage depends on beyond its field upstream (it reads the verifiers' PRM and ORM
+# checkpoints; the larger model shares the base LM's settings): a rerun of those reruns it.
+READS = {"search": ("verifiers",), "revisions": ("verifiers",), "larger_model": ("base_lm",)}
+# Bookkeeping that changes no result: never a dependency.
+_EXEMPT = ("log_every", "checkpoint_every", "keep_checkpoints")
 # stage -> what it writes besides its `artifacts` files (checkpoints, TensorBoard logs).
 _EXTRA_OUTPUTS = {
     "base_lm": ("checkpoints/base_lm", "tensorboard/base_lm"),
@@ -72,7 +82,8 @@ def stage_fields(stage: str, flat: Mapping[str, Any]) -> dict[str, Any]:
   """The fields `stage` depends on, its upstream stages' included."""
   upstream, prefixes = DEPENDS[stage]
   fields = {k: v for k, v in flat.items()
-            if any(k == p or k.startswith(p if p.endswith("_") else p + ".") for p in prefixes)}
+            if any(k == p or k.startswith(p if p.endswith("_") else p + ".") for p in prefixes)
+            and k.rsplit(".", 1)[-1] not in _EXEMPT}
   for up in upstream:
     fields.update(stage_fields(up, flat))
   return dict(sorted(fields.items()))
@@ -88,12 +99,16 @@ def read(workdir: str) -> dict[str, Any]:
   return metrics.read_json(path) if os.path.exists(path) else {}
 
 
-def check(workdir: str, config: ml_collections.ConfigDict) -> None:
-  """Raises ValueError when `config` changes a field that a recorded stage depends on."""
-  recorded = read(workdir)
+def check(workdir: str, config: ml_collections.ConfigDict, ignore: Sequence[str] = ()) -> None:
+  """Raises ValueError when `config` changes a field that a recorded stage depends on.
+
+  `ignore`: stages about to be recomputed (`--rerun_from`). A workdir written before
+  stages recorded their fields is checked against its `config.json` (the last run's).
+  """
+  recorded = read(workdir) or _legacy(workdir)
   flat = _json_ready(flatten(config))
   for stage in ORDER:
-    if stage not in recorded:
+    if stage not in recorded or stage in ignore:
       continue
     now = stage_fields(stage, flat)
     then = recorded[stage]["fields"]
@@ -106,6 +121,22 @@ def check(workdir: str, config: ml_collections.ConfigDict) -> None:
           f"stage {stage!r} {state} in {workdir} with other settings ({what}{more}); use a "
           f"new workdir, or pass --rerun_from={stage} to recompute it and the stages that use it "
           f"(their outputs move to {os.path.join(workdir, VERSIONS)}/).")
+
+
+def _legacy(workdir: str) -> dict[str, Any]:
+  """Records for a workdir from before provenance: its config.json for every stage with output."""
+  present = [s for s in ORDER if any(os.path.exists(os.path.join(workdir, p))
+                                     for p in outputs(s))]
+  if not present:
+    return {}
+  path = os.path.join(workdir, artifacts.CONFIG)
+  if not os.path.exists(path):
+    raise ValueError(f"{workdir} holds results but no {PROVENANCE} or {artifacts.CONFIG} to tell "
+                     f"what made them; use a new workdir, or pass --rerun_from=data to move them "
+                     f"aside.")
+  flat = _json_ready(flatten(metrics.read_json(path)))
+  return {s: {"fields": stage_fields(s, flat), "finished": True} for s in present
+          if s != "report"}
 
 
 def record(workdir: str, config: ml_collections.ConfigDict, stage: str, finished: bool) -> None:
@@ -126,7 +157,7 @@ def downstream(first: str) -> list[str]:
   """`first` and every stage whose outputs depend on it, plus the allocator and the report
   (they read every earlier stage), in run order."""
   def depends(stage: str) -> bool:
-    return stage == first or any(depends(up) for up in DEPENDS[stage][0])
+    return stage == first or any(depends(up) for up in DEPENDS[stage][0] + READS.get(stage, ()))
   later = ORDER[ORDER.index(first):]
   return [s for s in later if depends(s) or s in ("allocator", "report")]
 
@@ -146,11 +177,13 @@ def move_to_version(workdir: str, first: str) -> str | None:
   n = 1 + max([int(os.path.basename(p)) for p in glob.glob(os.path.join(workdir, VERSIONS, "*"))
                if os.path.basename(p).isdigit()] or [0])
   dest = os.path.join(workdir, VERSIONS, str(n))
+  staging = dest + ".partial"  # renamed to `dest` once everything is in it
   for rel in present:
-    os.makedirs(os.path.dirname(os.path.join(dest, rel)), exist_ok=True)
-    shutil.move(os.path.join(workdir, rel), os.path.join(dest, rel))
+    os.makedirs(os.path.dirname(os.path.join(staging, rel)), exist_ok=True)
+    shutil.move(os.path.join(workdir, rel), os.path.join(staging, rel))
   moved = {s: recorded.pop(s) for s in stages if s in recorded}
-  os.makedirs(dest, exist_ok=True)
-  metrics.write_json(os.path.join(dest, PROVENANCE), moved, sort_keys=True)
+  os.makedirs(staging, exist_ok=True)
+  metrics.write_json(os.path.join(staging, PROVENANCE), moved, sort_keys=True)
   metrics.write_json(os.path.join(workdir, PROVENANCE), recorded, sort_keys=True)
+  os.rename(staging, dest)
   return dest

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any
+from typing import Any, Sequence
 
 import ml_collections
 
@@ -29,11 +29,26 @@ TOKENIZERS = ("char",)
 LARGE_FIELDS = ("d_model", "num_layers", "num_heads", "num_kv_heads", "head_dim", "mlp_dim")
 
 
+def require(section: str, checks: Sequence[tuple[str, Any, bool, str]]) -> None:
+  """Raises ValueError on the first `(field, value, ok, what it must be)` that is not ok."""
+  for field, value, ok, want in checks:
+    if not ok:
+      raise ValueError(f"{section}.{field}={value!r} is invalid; it must be {want}.")
+
+
+def _positive(section: str, obj: Any, *fields: str) -> None:
+  require(section, [(f, getattr(obj, f), getattr(obj, f) >= 1, ">= 1") for f in fields])
+
+
 @dataclasses.dataclass(frozen=True)
 class EvalConfig:
   num_samples: int = 16
   temperature: float = 1.0
   batch_prompts: int = 32
+
+  def __post_init__(self):
+    _positive("eval", self, "num_samples", "batch_prompts")
+    require("eval", [("temperature", self.temperature, self.temperature >= 0, ">= 0")])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,6 +59,12 @@ class PRMLabelConfig:
   num_rollouts: int = 16
   shard_size: int = 25
   prefixes_per_batch: int = 64
+
+  def __post_init__(self):
+    _positive("prm.labels", self, "num_questions", "num_solutions", "num_rollouts",
+              "shard_size", "prefixes_per_batch")
+    p = self.prefixes_per_batch
+    require("prm.labels", [("prefixes_per_batch", p, not p & (p - 1), "a power of two")])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,6 +77,7 @@ class VerifierEvalConfig:
   mc_label_questions: int = 100  # held-out test questions given MC labels for their AUROC
 
   def __post_init__(self):
+    _positive("verifier_eval", self, "max_n", "batch_prompts", "mc_label_questions")
     bad = [n for n in self.budgets if n < 1 or self.max_n % n]
     if bad:
       raise ValueError(f"verifier_eval.budgets {bad} must divide max_n={self.max_n}.")
@@ -84,6 +106,9 @@ class SearchSweepConfig:
       raise ValueError(f"search.budgets={self.budgets!r} must be ints >= 1 (e.g. 1, 2, 4 … 256).")
     if self.rows_per_batch < 1:
       raise ValueError(f"search.rows_per_batch={self.rows_per_batch} must be >= 1.")
+    _positive("search", self, "max_step_tokens", "max_rounds")
+    require("search", [("temperature", self.temperature, self.temperature >= 0,
+                        ">= 0 (0 is greedy)")])
     if not self.strategies:
       raise ValueError("search.strategies is empty; name at least one, e.g. 'best_of_n'.")
     for spec in self.strategies:
@@ -170,11 +195,12 @@ class RevisionConfig:
       raise ValueError(f"revisions.budgets={self.budgets} / seq_lengths={self.seq_lengths}: "
                        f"{e}") from None
 
-  def check_window(self, tokenizer: Tokenizer) -> None:
+  def check_window(self, tokenizer: Tokenizer,
+                   separator: str = trajectories.ATTEMPT_SEPARATOR) -> None:
     """Every attempt is conditioned on at most max_previous earlier ones, so the longest
     context needs room for them; the question's own length is checked per stage."""
     need = trajectories.worst_case_context(tokenizer, 1, self.max_attempt_tokens,
-                                           self.max_previous)
+                                           self.max_previous, separator)
     if need > self.context_len:
       raise ValueError(
           f"revisions.context_len={self.context_len} is shorter than {self.max_previous} "
@@ -294,6 +320,14 @@ def parse(config: ml_collections.ConfigDict) -> Settings:
   for key in ("task", "model", "mesh", "prm.labels", "prm.train", "orm", "orm.train",
               "verifier_eval", "search", "revisions.train", "allocator"):
     section(config, key)
+  for key, valid in (("prm", {"labels", "train"}), ("orm", {"train"})):
+    if set(config[key].keys()) - valid:
+      raise ValueError(f"Unknown key(s) {sorted(set(config[key].keys()) - valid)} in "
+                       f"config.{key}; valid keys: {sorted(valid)}.")
+  workdir = config.get("workdir")
+  if not isinstance(workdir, str) or not workdir.strip():
+    raise ValueError(f"config.workdir={configs.short_repr(workdir)} must name a directory, e.g. "
+                     f"--config.workdir=/tmp/run1.")
   _check_mesh_and_seed(config)
   train = lambda path: trainer.TrainConfig.from_config(section(config, path), path)
   revisions = dict(config.revisions)
@@ -301,7 +335,7 @@ def parse(config: ml_collections.ConfigDict) -> Settings:
   allocator = dict(config.allocator)
   if "large_train" in allocator:
     allocator["large_train"] = train("allocator.large_train")
-  return Settings(
+  settings = Settings(
       train=train("train"),
       eval=configs.from_section(EvalConfig, section(config, "eval"), "eval"),
       prm_labels=configs.from_section(PRMLabelConfig, config.prm.labels, "prm.labels"),
@@ -313,6 +347,11 @@ def parse(config: ml_collections.ConfigDict) -> Settings:
       revisions=configs.from_section(RevisionConfig, revisions, "revisions", ("train",)),
       revision_train=train("revisions.train"),
       allocator=configs.from_section(AllocatorConfig, allocator, "allocator"))
+  if settings.allocator.baseline not in settings.search.strategies:
+    raise ValueError(f"allocator.baseline={settings.allocator.baseline!r} is not one of "
+                     f"search.strategies {list(settings.search.strategies)}; the allocator "
+                     f"compares against it.")
+  return settings
 
 
 def section(config: ml_collections.ConfigDict, path: str) -> Any:

@@ -59,7 +59,7 @@ class Run:
     task = tasks.create(config.task, os.path.join(workdir, "data"))
     tokenizer = make_tokenizer(config.get("tokenizer", {}), task)
     tokenizer.step_ids(task.step_delimiter)  # the delimiter must be writable
-    parsed.revisions.check_window(tokenizer)
+    parsed.revisions.check_window(tokenizer, task.attempt_separator)
     model_cfg = settings_lib.model_config(config, tokenizer.vocab_size)
     parsed.allocator.large_model_config(model_cfg)  # checks the larger model's size now
     mesh = mesh_lib.make_mesh(data=config.mesh.data or None, model=config.mesh.model)

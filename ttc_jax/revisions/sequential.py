@@ -122,6 +122,7 @@ def generate_chains(sampler: Sampler, params: Any, tokenizer: Tokenizer,
                     prompts: Sequence[str], chain_lengths: Sequence[int], rng: jax.Array, *,
                     max_attempt_tokens: int, max_previous: int = trajectories.MAX_PREVIOUS,
                     temperature: float = 1.0, batch_rows: int = 512,
+                    separator: str = trajectories.ATTEMPT_SEPARATOR,
                     mesh: Mesh | None = None) -> Chains:
   """Samples `len(chain_lengths)` revision chains per prompt, chain c of `chain_lengths[c]` attempts.
 
@@ -132,7 +133,7 @@ def generate_chains(sampler: Sampler, params: Any, tokenizer: Tokenizer,
   when the longest possible context exceeds the sampler's window.
   """
   _check_chain_args(sampler, tokenizer, prompts, chain_lengths, max_attempt_tokens,
-                    max_previous, temperature, batch_rows)
+                    max_previous, temperature, batch_rows, separator)
 
   num_p, num_c = len(prompts), len(chain_lengths)
   history: list[list[list[str]]] = [[[] for _ in range(num_c)] for _ in range(num_p)]
@@ -142,7 +143,7 @@ def generate_chains(sampler: Sampler, params: Any, tokenizer: Tokenizer,
   gen_tokens = np.zeros((num_p,), np.int64)
   for t in range(max(chain_lengths)):
     rows = [(p, c) for p in range(num_p) for c in range(num_c) if chain_lengths[c] > t]
-    ctx = [trajectories.build_context(tokenizer, prompts[p], history[p][c],
+    ctx = [trajectories.build_context(tokenizer, prompts[p], history[p][c], separator=separator,
                                       context_len=sampler.context_len,
                                       max_new_tokens=max_attempt_tokens,
                                       max_previous=max_previous) for p, c in rows]
@@ -177,7 +178,7 @@ def generate_chains(sampler: Sampler, params: Any, tokenizer: Tokenizer,
 
 def _check_chain_args(sampler: Sampler, tokenizer: Tokenizer, prompts: Sequence[str],
                       chain_lengths: Sequence[int], max_attempt_tokens: int, max_previous: int,
-                      temperature: float, batch_rows: int) -> None:
+                      temperature: float, batch_rows: int, separator: str) -> None:
   if not len(prompts):
     raise ValueError("generate_chains needs at least one prompt.")
   if not len(chain_lengths) or min(chain_lengths) < 1:
@@ -190,7 +191,7 @@ def _check_chain_args(sampler: Sampler, tokenizer: Tokenizer, prompts: Sequence[
     raise ValueError(f"temperature={temperature} must be >= 0 (0 is greedy).")
   longest = max(len(tokenizer.encode(p, bos=True)) for p in prompts)
   need = trajectories.worst_case_context(tokenizer, longest, max_attempt_tokens,
-                                         min(max_previous, max(chain_lengths) - 1))
+                                         min(max_previous, max(chain_lengths) - 1), separator)
   if need > sampler.context_len:
     raise ValueError(
         f"Revision contexts can reach {need} tokens ({longest}-token prompt + up to "

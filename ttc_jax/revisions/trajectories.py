@@ -1,7 +1,8 @@
 """Revision-model training chains (paper §6.1) and the one chain format shared with inference.
 
 A chain is what the revision model reads and writes: up to `MAX_PREVIOUS`
-earlier attempts, each followed by `ATTEMPT_SEPARATOR`, then the question and
+earlier attempts, each followed by the task's attempt separator (`ATTEMPT_SEPARATOR`,
+a blank line, by default), then the question and
 the new attempt and EOS::
 
     BOS <attempt 1>\\n\\n <attempt 2>\\n\\n Q:47-12+85\\n <new attempt> EOS
@@ -46,7 +47,7 @@ from ttc_jax.sampling.sampler import Sampler, pad_with_copies
 from ttc_jax.tasks.base import Example, Task, fingerprint
 from ttc_jax.tokenizers.base import Tokenizer
 
-ATTEMPT_SEPARATOR = "\n\n"  # a blank line: never inside a chain-arithmetic solution
+ATTEMPT_SEPARATOR = "\n\n"  # the default `Task.attempt_separator`: a blank line
 MAX_PREVIOUS = 4            # paper §6.1: up to four previous attempts in context
 TEMPERATURE = 1.0           # paper §6.1: the 64 samples per question are drawn at temperature 1
 FORMAT_VERSION = 1
@@ -62,6 +63,7 @@ ARRAYS = {  # name -> dtype of every shard array
 
 
 def build_context(tokenizer: Tokenizer, prompt: str, previous: Sequence[str], *,
+                  separator: str = ATTEMPT_SEPARATOR,
                   context_len: int, max_new_tokens: int,
                   max_previous: int = MAX_PREVIOUS) -> list[int]:
   """Ids of BOS + the last `max_previous` of `previous` (each + separator) + `prompt`.
@@ -75,7 +77,7 @@ def build_context(tokenizer: Tokenizer, prompt: str, previous: Sequence[str], *,
   kept = list(previous)[max(0, len(previous) - max_previous):]
   ids = [tokenizer.bos_id]
   for text in kept:
-    ids += tokenizer.encode(text + ATTEMPT_SEPARATOR)
+    ids += tokenizer.encode(text + separator)
   ids += tokenizer.encode(prompt)
   if len(ids) + max_new_tokens > context_len:
     raise ValueError(
@@ -87,18 +89,20 @@ def build_context(tokenizer: Tokenizer, prompt: str, previous: Sequence[str], *,
 
 
 def worst_case_context(tokenizer: Tokenizer, prompt_tokens: int, max_attempt_tokens: int,
-                       num_previous: int) -> int:
+                       num_previous: int, separator: str = ATTEMPT_SEPARATOR) -> int:
   """Tokens a context can need: prompt (with BOS), `num_previous` full attempts, the new one."""
-  per_previous = max_attempt_tokens + len(tokenizer.encode(ATTEMPT_SEPARATOR))
+  per_previous = max_attempt_tokens + len(tokenizer.encode(separator))
   return prompt_tokens + num_previous * per_previous + max_attempt_tokens
 
 
 def check_window(problems: Sequence[Example], tokenizer: Tokenizer, *, context_len: int,
-                 max_attempt_tokens: int, num_previous: int) -> None:
+                 max_attempt_tokens: int, num_previous: int,
+                 separator: str = ATTEMPT_SEPARATOR) -> None:
   """Raises ValueError, before any compute, if the longest possible context does not fit."""
   lengths = [len(tokenizer.encode(p.prompt, bos=True)) for p in problems]
   longest = int(np.argmax(lengths))
-  need = worst_case_context(tokenizer, lengths[longest], max_attempt_tokens, num_previous)
+  need = worst_case_context(tokenizer, lengths[longest], max_attempt_tokens, num_previous,
+                            separator)
   if need > context_len:
     raise ValueError(
         f"Revision contexts can reach {need} tokens (question {problems[longest].question!r} + "
@@ -180,7 +184,7 @@ def generate_trajectories(sampler: Sampler, params: Any, problems: list[Example]
     mean_previous, previous_histogram; plus this call's shards_written,
     shards_skipped and seconds.
   """
-  _check_args(sampler, problems, tokenizer, samples_per_question, max_attempt_tokens,
+  _check_args(sampler, problems, task, tokenizer, samples_per_question, max_attempt_tokens,
               context_len, max_previous, max_chains_per_question, shard_size)
   manifest = {
       "format_version": FORMAT_VERSION, "num_questions": len(problems),
@@ -188,7 +192,7 @@ def generate_trajectories(sampler: Sampler, params: Any, problems: list[Example]
       "samples_per_question": samples_per_question, "max_attempt_tokens": max_attempt_tokens,
       "context_len": context_len, "max_previous": max_previous,
       "max_chains_per_question": max_chains_per_question, "seed": seed,
-      "temperature": TEMPERATURE, "separator": ATTEMPT_SEPARATOR,
+      "temperature": TEMPERATURE, "separator": task.attempt_separator,
       "questions_sha256": fingerprint(problems),
   }
   start = time.time()
@@ -311,7 +315,8 @@ def _shard(sampler: Sampler, params: Any, problems: Sequence[Example], first_ind
     rng = np.random.default_rng([seed, first_index + q])
     for previous, final in pair_attempts(texts, ok, rng, max_previous=max_previous,
                                          max_chains=max_chains):
-      ids = build_context(tokenizer, prob.prompt, previous, context_len=context_len,
+      ids = build_context(tokenizer, prob.prompt, previous, separator=task.attempt_separator,
+                          context_len=context_len,
                           max_new_tokens=max_attempt_tokens, max_previous=max_previous)
       target = tokenizer.encode(final, eos=True)
       rows.append(ids + target)
@@ -339,7 +344,7 @@ def _stats(data: dict[str, np.ndarray], max_previous: int) -> dict[str, Any]:
           "previous_histogram": hist.tolist()}
 
 
-def _check_args(sampler, problems, tokenizer, samples_per_question, max_attempt_tokens,
+def _check_args(sampler, problems, task, tokenizer, samples_per_question, max_attempt_tokens,
                 context_len, max_previous, max_chains, shard_size) -> None:
   if not problems:
     raise ValueError("generate_trajectories needs at least one problem.")
@@ -350,7 +355,7 @@ def _check_args(sampler, problems, tokenizer, samples_per_question, max_attempt_
     if v < lo:
       raise ValueError(f"{name} must be >= {lo}, got {v}.")
   sampler.check_tokenizer(tokenizer)
-  check_window(problems, tokenizer, context_len=context_len,
+  check_window(problems, tokenizer, separator=task.attempt_separator, context_len=context_len,
                max_attempt_tokens=max_attempt_tokens, num_previous=max_previous)
   longest = max(len(tokenizer.encode(p.prompt, bos=True)) for p in problems)
   if longest >= sampler.context_len:

@@ -11,6 +11,9 @@ for MATH).
     def make(settings: dict, data_dir: str) -> Task: ...   # settings: config.task minus name
 
     task = create(config.task, data_dir)
+
+`config.task.module` (optional) names a module to import first, so a task defined in
+its own file registers itself: `--config.task.module=my_tasks.countdown`.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from __future__ import annotations
 import abc
 import dataclasses
 import hashlib
+import importlib
 from typing import Any, Callable, Hashable, Mapping, Sequence
 
 Answer = Hashable
@@ -50,6 +54,8 @@ class Task(abc.ABC):
   step_delimiter: str = "\n"
   # Characters the task's texts use: the character tokenizer's alphabet (None: no char tokenizer).
   alphabet: str | None = None
+  # Separates previous attempts in a revision context (paper §6.1); never inside a solution.
+  attempt_separator: str = "\n\n"
 
   @abc.abstractmethod
   def examples(self, split: str) -> list[Example]:
@@ -99,6 +105,13 @@ def create(section: Mapping[str, Any], data_dir: str) -> Task:
   if not hasattr(section, "keys"):
     raise ValueError(f"config.task must be a section with a name; got {type(section).__name__}.")
   settings = dict(section)
+  module = settings.pop("module", None)
+  if module:  # a task defined outside the package registers itself on import
+    try:
+      importlib.import_module(module)
+    except ImportError as e:
+      raise ValueError(f"config.task.module={module!r} cannot be imported ({e}); name a "
+                       f"module on the Python path that registers the task.") from None
   name = settings.pop("name", None)
   if not isinstance(name, str) or name not in _REGISTRY:
     raise ValueError(f"Unknown task {' '.join(repr(name).split())[:40]} (config.task.name); "

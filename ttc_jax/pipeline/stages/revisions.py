@@ -107,7 +107,8 @@ def revisions_sweep(r: state.Run, data: state.Data, model: state.LM, verifiers: 
       r.log("revisions sweep", "revisions.json lacks the per-step gains; summarizing its "
             "chains again (no chain is regenerated)")
     examples = common.revision_examples(r, data)
-    trajectories.check_window(examples, r.tokenizer, context_len=cfg.context_len,
+    trajectories.check_window(examples, r.tokenizer, separator=r.task.attempt_separator,
+                              context_len=cfg.context_len,
                               max_attempt_tokens=cfg.max_attempt_tokens,
                               num_previous=min(cfg.max_previous, max(cfg.chain_lengths) - 1))
     _sweep_shards(r, model, verifiers, examples)
@@ -153,7 +154,8 @@ def _sweep_shards(r: state.Run, model: state.LM, verifiers: state.Verifiers,
         model.sampler, model.params, r.tokenizer, prompts, cfg.chain_lengths,
         jax.random.fold_in(jax.random.key(r.seed + 7), i),
         max_attempt_tokens=cfg.max_attempt_tokens, max_previous=cfg.max_previous,
-        temperature=cfg.temperature, batch_rows=cfg.batch_rows, mesh=r.mesh)
+        temperature=cfg.temperature, batch_rows=cfg.batch_rows,
+        separator=r.task.attempt_separator, mesh=r.mesh)
     scores = sequential.orm_scores(*verifiers.orm, r.tokenizer, prompts, chains.problem,
                                    chains.tokens, chains.lengths, cfg.batch_rows)
     return {"problem": (chains.problem + i * n).astype(np.int32),
