@@ -13,11 +13,9 @@ from __future__ import annotations
 import json
 import os
 import shlex
-import signal
 import subprocess
 import sys
 import tarfile
-import textwrap
 import time
 
 import pytest
