@@ -326,6 +326,9 @@ def test_notebook_runs_top_to_bottom(job, tmp_path, monkeypatch):
   import shutil
   workdir = tmp_path / "nb"
   shutil.copytree(job.r.workdir, workdir)
+  # The fixture ran its stages directly, not as a job: say what made them, as a job's
+  # config.json does (the job checks a workdir without provenance against it).
+  (workdir / "config.json").write_text(_config(workdir).to_json_best_effort(indent=2))
   monkeypatch.setenv("TTC_DEMO_WORKDIR", str(workdir))
   monkeypatch.setenv("TTC_DEMO_SEARCH", json.dumps(SEARCH))
   path = os.path.join(ROOT, "colabs", "demo.ipynb")
