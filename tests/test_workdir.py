@@ -230,12 +230,20 @@ def test_two_processes_give_the_summary_of_one(finished, tmp_path):
     port = s.getsockname()[1]
   env = dict(os.environ, PYTHONUNBUFFERED="1",
              XLA_FLAGS="--xla_force_host_platform_device_count=4")
+  # Logs to files: a full pipe would block one process while the other waits at a barrier.
+  logs = [open(tmp_path / f"process{i}.log", "w+") for i in range(2)]
   procs = [subprocess.Popen(
       [sys.executable, "-m", "ttc_jax.main", "--config=configs/test.py",
        f"--config.workdir={workdir}", "--distributed", f"--coordinator_address=127.0.0.1:{port}",
-       "--num_processes=2", f"--process_id={i}"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
-      stderr=subprocess.PIPE, text=True) for i in range(2)]
-  errors = [p.communicate(timeout=1200)[1] for p in procs]
+       "--num_processes=2", f"--process_id={i}"], cwd=ROOT, env=env, stdout=logs[i],
+      stderr=subprocess.STDOUT) for i in range(2)]
+  try:
+    for p in procs:
+      p.wait(timeout=1200)
+  finally:
+    for p in procs:
+      p.kill()
+  errors = [(f.seek(0), f.read())[1] for f in logs]
   assert [p.returncode for p in procs] == [0, 0], [e[-2000:] for e in errors]
   summary = _summary(workdir)
   assert summary.pop("environment")["process_count"] == 2

@@ -32,18 +32,20 @@ def run(r: state.Run, data: state.Data) -> str:
   Needs the larger model's and the allocator's outputs; adds the revisions sections when
   `revisions.json` exists.
   """
-  if not host.is_main():  # one writer for the figures and the report
-    return r.path(artifacts.REPORT)
   diff = artifacts.require(r.workdir, artifacts.DIFFICULTY)
   opt = artifacts.require(r.workdir, artifacts.COMPUTE_OPTIMAL)
   fl = artifacts.require(r.workdir, artifacts.FLOPS)
   large = artifacts.require(r.workdir, artifacts.LARGER_MODEL)
+  # Every host reads (the reads decide together); process 0 alone draws and writes.
   questions, strategy, _ = common.strategy_tables(r, data, ("correct",))
+  with_revisions = host.agree(os.path.exists(r.path(artifacts.REVISIONS)))
+  if not host.is_main():
+    return r.path(artifacts.REPORT)
   results = strategy["correct"]
   fig = lambda name: r.path(artifacts.FIGURES, name + ".png")
   sections = [_setup_section(r, large, diff, len(questions)), *_search_sections(
       results, diff, fig), _compute_optimal_section(opt, fig), *_flops_sections(fl, fig)]
-  if host.agree(os.path.exists(r.path(artifacts.REVISIONS))):
+  if with_revisions:
     rev = metrics.read_json(r.path(artifacts.REVISIONS))
     sections += [_revisions_section(rev, fig("revision_ratios")), _revision_steps_section(rev)]
   return figures.write_report(r.workdir, sections, "ttc_jax: scaling test-time compute")
