@@ -22,8 +22,6 @@ from ttc_jax.pipeline import figures
 from ttc_jax.pipeline import state
 
 GAIN_TABLE_STEPS = 6  # revision steps shown in the report's per-step table
-_round = metrics.rounded
-_unkey = tables.unkeyed
 
 
 def run(r: state.Run, data: state.Data) -> str:
@@ -60,7 +58,7 @@ def _search_sections(results: dict[str, tables.Table], diff: Mapping[str, Any],
   budgets = sorted({n for per in results.values() for n in per})
   sections = []
   sections.append({"title": "Accuracy vs generation budget (paper §5.3, Fig. 3)",
-                   "table": [{"strategy": s, **{str(n): _round(curves[s].get(n))
+                   "table": [{"strategy": s, **{str(n): metrics.rounded(curves[s].get(n))
                                                 for n in budgets}} for s in curves],
                    "images": [img]})
 
@@ -86,8 +84,9 @@ def _search_sections(results: dict[str, tables.Table], diff: Mapping[str, Any],
 
 
 def _compute_optimal_section(opt: Mapping[str, Any], fig: Callable[[str], str]) -> dict[str, Any]:
-  base, orc, pred = (_unkey(opt["baseline_accuracy"]), _unkey(opt["oracle"]["accuracy"]),
-                     _unkey(opt["predicted"]["accuracy"]))
+  base, orc, pred = (tables.unkeyed(opt["baseline_accuracy"]),
+                     tables.unkeyed(opt["oracle"]["accuracy"]),
+                     tables.unkeyed(opt["predicted"]["accuracy"]))
   img = figures.compute_optimal_vs_bon(fig("compute_optimal_vs_bon"), base, orc, pred)[0]
   return {
       "title": "Compute-optimal vs best-of-N (paper §5, Fig. 4)",
@@ -104,10 +103,10 @@ def _compute_optimal_section(opt: Mapping[str, Any], fig: Callable[[str], str]) 
 def _flops_sections(fl: Mapping[str, Any], fig: Callable[[str], str]) -> list[dict[str, Any]]:
   images = []
   for variant, by_r in fl["per_bin"]["small_matched"].items():
-    small = {float(r): _unkey(v["small"]) for r, v in by_r.items()}
+    small = {float(r): tables.unkeyed(v["small"]) for r, v in by_r.items()}
     suffix = "" if variant == "policy" else "_with_verifier"
     images.append(figures.flops_matched_bars(
-        fig("flops_matched" + suffix), _unkey(fl["per_bin"]["large_greedy"]), small,
+        fig("flops_matched" + suffix), tables.unkeyed(fl["per_bin"]["large_greedy"]), small,
         title=f"FLOPs-matched vs a {fl['param_ratio']:.1f}x larger model ({variant})")[0])
   return [{
       "title": "FLOPs exchange (paper §7, Fig. 9)",

@@ -32,9 +32,6 @@ from ttc_jax.training import batches
 from ttc_jax.training import prm_labels
 from ttc_jax.training import trainer
 
-rounded = metrics.rounded
-
-
 def train(r: state.Run, lm: state.LM, labels: state.Labels) -> state.Verifiers:
   """Fine-tunes the PRM (soft step labels) and the ORM (answer correctness) from the base LM."""
   d = labels.arrays
@@ -75,7 +72,7 @@ def run(r: state.Run, data: state.Data, lm: state.LM, labels: state.Labels
     if jax.process_index() == 0:
       shards.save_npz(r.path(artifacts.VERIFIER_SAMPLES), samples)
     result["mc_label_step_auroc"] = heldout_label_auroc(r, lm, data.test)
-    result["mc_label_step_auroc_train"] = rounded(prm_labels.step_label_auroc(
+    result["mc_label_step_auroc_train"] = metrics.rounded(prm_labels.step_label_auroc(
         labels.arrays, labels.examples, r.task, r.tokenizer))
     metrics.write_json(path, result)
     metrics.append_jsonl(r.metrics_path, {"stage": "verifier_eval", **result})
@@ -95,7 +92,7 @@ def heldout_label_auroc(r: state.Run, lm: state.LM, test: list[tasks.Example]) -
   n = r.settings.verifier_eval.mc_label_questions
   held = tasks.spread_over_levels(test, n)
   labels = common.generate_labels(r, lm, held, artifacts.PRM_LABELS_HELDOUT, r.seed + 3)
-  return rounded(prm_labels.step_label_auroc(labels.arrays, held, r.task, r.tokenizer))
+  return metrics.rounded(prm_labels.step_label_auroc(labels.arrays, held, r.task, r.tokenizer))
 
 
 def evaluate(r: state.Run, lm: state.LM, verifiers: state.Verifiers,
@@ -132,11 +129,11 @@ def evaluate(r: state.Run, lm: state.LM, verifiers: state.Verifiers,
              "correct": correct.reshape(-1, k), "prm_final": prm_final.reshape(-1, k),
              "generated_tokens": np.asarray(cols["generated"]).reshape(-1, k).astype(np.int32)}
   result = {
-      "prm_step_auroc": rounded(stats.auroc(cols["step_s"], cols["step_ok"])),
-      "prm_first_step_within_question_auroc": rounded(stats.within_group_auroc(
+      "prm_step_auroc": metrics.rounded(stats.auroc(cols["step_s"], cols["step_ok"])),
+      "prm_first_step_within_question_auroc": metrics.rounded(stats.within_group_auroc(
           cols["first_s"], cols["first_ok"], cols["first_q"])),
-      "orm_final_auroc": rounded(stats.auroc(orm_final, correct)),
-      "prm_final_auroc": rounded(stats.auroc(prm_final, correct)),
+      "orm_final_auroc": metrics.rounded(stats.auroc(orm_final, correct)),
+      "prm_final_auroc": metrics.rounded(stats.auroc(prm_final, correct)),
       "pass@1": round(float(correct.mean()), 4),
       "bon": best_of_n_table(r, examples, cols["answers"], prm_final, orm_final, k),
       "max_n": k}
