@@ -13,6 +13,8 @@ setup(
         "flax>=0.12",
         "optax>=0.2.5",
         "orbax-checkpoint>=0.11",
+        "etils[epath]>=1.7",  # every path, local or gs:// (ttc_jax/io/paths.py)
+        "google-cloud-storage>=2.14",  # TensorBoard events into a gs:// workdir
         "tensorflow>=2.18",
         "tensorflow-datasets>=4.9.8",
         "seqio>=0.0.20",
@@ -34,6 +36,8 @@ setup(
             "nbclient>=0.10",  # colabs/*.ipynb executed top to bottom by the tests
             "nbformat>=5.10",
             "ipykernel>=6.29",
+            "gcsfs>=2024.2",  # gs:// through fsspec against a local GCS emulator
+            "gcp-storage-emulator>=2024.8",
             "torch==2.13.0",
             "transformers>=4.45",
         ],

@@ -20,6 +20,7 @@ def get_config() -> ml_collections.ConfigDict:
       dict(train=6000, validation=50, test=100))
   c.task.seed = 0
   c.task.module = ""  # a module to import first that registers a task defined elsewhere
+  c.task.data_dir = ""  # its prepared (TFDS) data, local or gs://; "" = <workdir>/data
   # The character tokenizer over the task's alphabet (one id per character).
   c.tokenizer = ml_collections.ConfigDict(dict(name="char"))
 

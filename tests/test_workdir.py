@@ -12,6 +12,7 @@ import pytest
 
 import config_files
 from ttc_jax import pipeline
+from ttc_jax.io import paths
 from ttc_jax.pipeline import lock
 from ttc_jax.pipeline import provenance
 
@@ -220,35 +221,173 @@ def test_kill_anywhere_then_rerun_gives_the_uninterrupted_summary(finished, tmp_
     pass
 
 
+def _free_port():
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
+
+
+def _pod(workdir, logdir, tag):
+  """The test-config job as 2 processes x 4 CPU devices joined by jax.distributed; the
+  processes and their log files (a full pipe would block one process at a barrier)."""
+  port = _free_port()
+  env = dict(os.environ, PYTHONUNBUFFERED="1",
+             XLA_FLAGS="--xla_force_host_platform_device_count=4")
+  logs = [open(os.path.join(logdir, f"{tag}.process{i}.log"), "w+") for i in range(2)]
+  procs = [subprocess.Popen(
+      [sys.executable, "-m", "ttc_jax.main", "--config=configs/test.py",
+       f"--config.workdir={workdir}", "--distributed", f"--coordinator_address=127.0.0.1:{port}",
+       "--num_processes=2", f"--process_id={i}", "--heartbeat_timeout_s=10"], cwd=ROOT, env=env,
+      stdout=logs[i], stderr=subprocess.STDOUT) for i in range(2)]
+  return procs, logs
+
+
+def _wait_all(procs, logs, timeout=1200):
+  try:
+    for p in procs:
+      p.wait(timeout=timeout)
+  finally:
+    for p in procs:
+      p.kill()
+  return [(f.seek(0), f.read())[1] for f in logs]
+
+
+def _same_as_one_process(workdir, reference, reference_cells):
+  summary = _summary(workdir)
+  assert summary.pop("environment")["process_count"] == 2
+  assert summary == {k: v for k, v in reference.items() if k != "environment"}
+  assert sorted(_search_cells(workdir)) == sorted(reference_cells)  # every cell once
+
+
 @pytest.mark.slow
 def test_two_processes_give_the_summary_of_one(finished, tmp_path):
   """2 processes x 4 CPU devices joined by jax.distributed == 1 process x 8 devices."""
   _, reference, reference_cells = finished
+  procs, logs = _pod(tmp_path / "pod", tmp_path, "run")
+  out = _wait_all(procs, logs)
+  assert [p.returncode for p in procs] == [0, 0], [e[-2000:] for e in out]
+  _same_as_one_process(tmp_path / "pod", reference, reference_cells)
+
+
+@pytest.mark.slow
+def test_one_of_two_processes_killed_mid_job_then_rerun_resumes(finished, tmp_path):
+  """A host lost mid-search: its peer stops on its own, and the rerun on 2 processes finishes
+  with the 1-process summary, reusing what was written, every search cell once."""
+  _, reference, reference_cells = finished
   workdir = tmp_path / "pod"
-  with socket.socket() as s:
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-  env = dict(os.environ, PYTHONUNBUFFERED="1",
-             XLA_FLAGS="--xla_force_host_platform_device_count=4")
-  # Logs to files: a full pipe would block one process while the other waits at a barrier.
-  logs = [open(tmp_path / f"process{i}.log", "w+") for i in range(2)]
-  procs = [subprocess.Popen(
-      [sys.executable, "-m", "ttc_jax.main", "--config=configs/test.py",
-       f"--config.workdir={workdir}", "--distributed", f"--coordinator_address=127.0.0.1:{port}",
-       "--num_processes=2", f"--process_id={i}"], cwd=ROOT, env=env, stdout=logs[i],
-      stderr=subprocess.STDOUT) for i in range(2)]
+  procs, logs = _pod(workdir, tmp_path, "killed")
+  marker = workdir / "search.jsonl"
+  deadline = time.time() + 900
+  while all(p.poll() is None for p in procs) and time.time() < deadline and not (
+      marker.exists() and marker.read_text().count("\n") >= 2):
+    time.sleep(0.05)
+  assert all(p.poll() is None for p in procs), "the job ended before the kill point"
+  procs[1].send_signal(signal.SIGKILL)
+  t = time.time()
+  out = _wait_all(procs, logs, timeout=120)  # the survivor must not hang at a collective
+  assert procs[0].returncode != 0, out[0][-2000:]
+  assert time.time() - t < 120
+  kept = {p: (workdir / p).stat().st_mtime_ns for p in
+          ("checkpoints/base_lm", "prm_labels/shard-00000.npz", "verifier_eval.json")}
+  written = set(_search_cells(workdir))
+  assert 2 <= len(written) < len(reference_cells)
+  procs, logs = _pod(workdir, tmp_path, "rerun")
+  out = _wait_all(procs, logs)
+  assert [p.returncode for p in procs] == [0, 0], [e[-2000:] for e in out]
+  assert {p: (workdir / p).stat().st_mtime_ns for p in kept} == kept  # not recomputed
+  _same_as_one_process(workdir, reference, reference_cells)
+
+
+@pytest.fixture
+def gcs():
+  """A local Google Cloud Storage emulator (tests/gcs_emulator.py) with bucket `bkt`; the
+  job's environment for it.
+
+  gcsfs (epath's backend for gs:// without TensorFlow's client) and tensorstore (orbax's
+  arrays) are pointed at it. TensorFlow's own GCS client cannot be pointed anywhere but
+  Google, so the TFDS data dir, which TFDS writes through it, stays local in this test.
+  """
+  port = _free_port()
+  server = subprocess.Popen([sys.executable, os.path.join(ROOT, "tests", "gcs_emulator.py"),
+                             str(port)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                            text=True)
+  url = f"http://127.0.0.1:{port}"
   try:
-    for p in procs:
-      p.wait(timeout=1200)
+    assert server.stdout.readline().strip() == "up"
+    yield {"STORAGE_EMULATOR_HOST": url, "TENSORSTORE_GCS_HTTP_URL": url,
+           "GOOGLE_AUTH_TOKEN_FOR_TESTING": "emulator", "EPATH_USE_TF": "false"}
   finally:
-    for p in procs:
-      p.kill()
-  errors = [(f.seek(0), f.read())[1] for f in logs]
-  assert [p.returncode for p in procs] == [0, 0], [e[-2000:] for e in errors]
-  summary = _summary(workdir)
-  assert summary.pop("environment")["process_count"] == 2
-  assert summary == {k: v for k, v in reference.items() if k != "environment"}
-  assert sorted(_search_cells(workdir)) == sorted(reference_cells)
+    server.kill()
+    server.wait()
+
+
+def test_a_gs_workdir_lock_is_a_lease(gcs, monkeypatch):
+  """gs:// has no flock: one job holds a renewed lease; a second is refused; a lease its
+  killed holder stopped renewing is taken over."""
+  for k, v in gcs.items():
+    monkeypatch.setenv(k, v)
+  monkeypatch.setattr(lock, "BEAT_S", 0.2)
+  workdir = "gs://bkt/leased"
+  lease = paths.as_path(workdir) / ".lock"
+
+  def holder():  # the emulator may serve an object mid-rewrite (GCS itself never does)
+    for _ in range(20):
+      try:
+        return json.loads(lease.read_text())
+      except ValueError:
+        time.sleep(0.05)
+    raise AssertionError("lease never readable")
+  with lock.hold(workdir):
+    first = holder()
+    assert first["pid"] == os.getpid()
+    time.sleep(0.6)
+    assert holder()["beat"] > first["beat"]  # renewed
+    with pytest.raises(ValueError, match=r"gs://bkt/leased is in use by another job \(host "):
+      with lock.hold(workdir):
+        pass
+  assert not lease.exists()  # released at the end
+  lease.write_text(json.dumps({"host": "gone", "pid": 1, "since": "-",
+                               "beat": time.time() - lock.STALE_S - 1}))
+  with lock.hold(workdir):  # stale: taken over
+    assert holder()["pid"] == os.getpid()
+
+
+@pytest.mark.slow
+def test_a_gs_workdir_keeps_everything_in_the_bucket(finished, gcs, tmp_path):
+  """The test-config job on gs://bkt/run: the summary of a local run, every output (orbax
+  checkpoints, shards, TensorBoard, figures) in the bucket, and none on local disk."""
+  import gcsfs  # pylint: disable=g-import-not-at-top
+  _, reference, _ = finished
+  local = {name: tmp_path / name for name in ("home", "tmp", "cwd")}
+  for d in local.values():
+    d.mkdir()
+  env = dict(os.environ, **gcs, HOME=str(local["home"]), TMPDIR=str(local["tmp"]),
+             PYTHONUNBUFFERED="1")
+  tfds_dir = tmp_path / "tfds"
+  done = subprocess.run(
+      [sys.executable, "-m", "ttc_jax.main", f"--config={ROOT}/configs/test.py",
+       "--config.workdir=gs://bkt/run", f"--config.task.data_dir={tfds_dir}"],
+      cwd=local["cwd"], env=env, capture_output=True, text=True, timeout=900)
+  assert done.returncode == 0, done.stderr[-3000:]
+  os.environ["STORAGE_EMULATOR_HOST"] = gcs["STORAGE_EMULATOR_HOST"]
+  try:
+    fs = gcsfs.GCSFileSystem(token="anon", endpoint_url=gcs["STORAGE_EMULATOR_HOST"])
+    summary = json.loads(fs.cat("bkt/run/summary.json"))
+    stored = fs.find("bkt/run")
+  finally:
+    del os.environ["STORAGE_EMULATOR_HOST"]
+  assert {k: v for k, v in summary.items() if k != "environment"} == {
+      k: v for k, v in reference.items() if k != "environment"}
+  tops = {f.split("/")[2] for f in stored}
+  assert {"checkpoints", "tensorboard", "prm_labels", "search.jsonl", "figures", "report.md",
+          "metrics.jsonl", "provenance.json"} <= tops
+  assert any("/checkpoints/base_lm/" in f for f in stored)
+  assert not any(f.endswith((".tmp", ".lock")) or "/.lock" in f for f in stored)
+  # Local disk: the TFDS data (see `gcs`) and library caches in HOME, nothing of the job's.
+  left = sorted(os.path.relpath(os.path.join(d, f), tmp_path) for d, _, files in
+                os.walk(tmp_path) for f in files if not d.startswith(str(tfds_dir)))
+  caches = ("home/.cache/", "home/.keras/", "home/.config/matplotlib/")
+  assert [f for f in left if not f.startswith(caches)] == [], left
 
 
 def test_a_workdir_from_before_provenance_is_checked_against_its_config_json(tmp_path):

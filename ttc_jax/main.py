@@ -31,6 +31,9 @@ _COORDINATOR = flags.DEFINE_string(
     "127.0.0.1:12355 for several processes on one machine).")
 _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "With --distributed: processes.")
 _PROCESS_ID = flags.DEFINE_integer("process_id", None, "With --distributed: this process.")
+_HEARTBEAT = flags.DEFINE_integer(
+    "heartbeat_timeout_s", 100, "With --distributed: a process that has not been heard from "
+    "for this long counts as lost, and the others stop instead of waiting for it.")
 _RERUN_FROM = flags.DEFINE_string(
     "rerun_from", None, "Recompute this stage and every stage that uses its outputs (data, "
     "base_lm, evaluation, prm_labels, verifiers, search, revisions, larger_model, allocator, "
@@ -110,7 +113,8 @@ def main(argv: list[str]) -> None:
     # CPU processes exchange data through gloo (TPU and GPU use their own interconnect).
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
     jax.distributed.initialize(coordinator_address=_COORDINATOR.value,
-                               num_processes=_NUM_PROCESSES.value, process_id=_PROCESS_ID.value)
+                               num_processes=_NUM_PROCESSES.value, process_id=_PROCESS_ID.value,
+                               heartbeat_timeout_seconds=_HEARTBEAT.value)
   from ttc_jax import pipeline  # pylint: disable=g-import-not-at-top
   from ttc_jax.training import trainer  # pylint: disable=g-import-not-at-top
   try:

@@ -9,70 +9,65 @@ from typing import Any
 
 import jax
 
+from ttc_jax.io import paths
+
 
 def ensure_writable_dir(path: str | os.PathLike, purpose: str) -> str:
   """Creates `path` and proves it writable before any compute is spent; returns it absolute."""
-  path = os.path.abspath(os.path.expanduser(os.fspath(path)))
+  path = paths.as_path(path)
   try:
-    os.makedirs(path, exist_ok=True)
-    probe = os.path.join(path, f".write_test.{os.getpid()}")
-    with open(probe, "w") as f:
-      f.write("ok")
-    os.remove(probe)
+    path.mkdir(parents=True, exist_ok=True)
+    probe = path / f".write_test.{os.getpid()}"
+    probe.write_text("ok")
+    probe.unlink()
   except OSError as e:
+    reason = (e.strerror or str(e) or type(e).__name__).splitlines()[0]
     raise PermissionError(
-        f"Cannot write to workdir {path!r} ({e.strerror or e}); {purpose} Pass a writable "
-        f"one, e.g. --config.workdir=/path/you/own.") from None
-  return path
+        f"Cannot write to workdir {os.fspath(path)!r} ({reason}); {purpose} Pass a writable "
+        f"one, e.g. --config.workdir=/path/you/own or gs://a-bucket-you-can-write/run.") from None
+  return os.fspath(path)
 
 
 def append_jsonl(path: str | os.PathLike, row: dict[str, Any]) -> None:
   """Appends one JSON row (process 0 only) and flushes it to disk."""
   if jax.process_index() != 0:
     return
-  with open(path, "a") as f:
-    f.write(json.dumps(row, sort_keys=True) + "\n")
-    f.flush()
-    os.fsync(f.fileno())
+  paths.append_text(path, json.dumps(row, sort_keys=True) + "\n")
 
 
 def read_jsonl(path: str | os.PathLike) -> list[dict[str, Any]]:
   """Rows of a JSONL file; a torn last line (killed writer) is skipped."""
-  if not os.path.exists(path):
+  path = paths.as_path(path)
+  if not path.exists():
     return []
   rows = []
-  with open(path) as f:
-    for line in f:
-      try:
-        rows.append(json.loads(line))
-      except json.JSONDecodeError:
-        continue
+  for line in path.read_text().splitlines():
+    try:
+      rows.append(json.loads(line))
+    except json.JSONDecodeError:
+      continue
   return rows
 
 
 def read_json(path: str | os.PathLike) -> Any:
-  with open(path) as f:
-    return json.load(f)
+  return json.loads(paths.as_path(path).read_text())
 
 
 def write_json(path: str | os.PathLike, value: Any, *, sort_keys: bool = False) -> None:
-  """Writes `value` to `path` atomically (tmp file + rename; process 0 only).
+  """Writes `value` to `path` atomically (process 0 only).
 
   A stage's output file therefore either exists whole or not at all, which is what
   "skipped when complete" checks.
   """
   if jax.process_index() != 0:
     return
-  tmp = f"{os.fspath(path)}.tmp"
-  with open(tmp, "w") as f:
-    json.dump(value, f, indent=2, sort_keys=sort_keys)
-  os.replace(tmp, path)
+  paths.write_text(path, json.dumps(value, indent=2, sort_keys=sort_keys))
 
 
 def update_summary(workdir: str | os.PathLike, **entries: Any) -> dict[str, Any]:
   """Merges `entries` into `<workdir>/summary.json` atomically (process 0 only)."""
-  path = os.path.join(workdir, "summary.json")
-  summary = read_json(path) if os.path.exists(path) else {}
+  path = paths.join(workdir, "summary.json")
+  summary = read_json(path) if paths.exists(path) else {}
   summary.update(entries)
   write_json(path, summary, sort_keys=True)
   return summary

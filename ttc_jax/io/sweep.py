@@ -20,6 +20,7 @@ from typing import Any, Callable, Mapping, Sequence
 import tqdm
 
 from ttc_jax.io import host
+from ttc_jax.io import paths
 
 Cell = Mapping[str, Any]
 
@@ -35,20 +36,19 @@ def cell_key(cell: Cell) -> str:
 
 def _repair(path: str) -> None:
   """Cuts a torn last line (no trailing newline) left by a writer killed mid-row."""
-  if not os.path.exists(path):
+  if not paths.exists(path):
     return
-  with open(path, "rb+") as f:
-    data = f.read()
-    if data and not data.endswith(b"\n"):
-      f.truncate(data.rfind(b"\n") + 1)
+  data = paths.as_path(path).read_bytes()
+  if data and not data.endswith(b"\n"):
+    paths.write_bytes(path, data[:data.rfind(b"\n") + 1])
 
 
 def load_rows(path: str | os.PathLike) -> dict[str, dict[str, Any]]:
   """`{cell_key: row}` of the complete rows in `path` (first row wins on a repeated cell)."""
   rows: dict[str, dict[str, Any]] = {}
-  if not os.path.exists(path):
+  if not paths.exists(path):
     return rows
-  with open(path) as f:
+  with paths.open_file(path) as f:
     for n, line in enumerate(f, 1):
       if not line.endswith("\n"):
         break  # torn tail: recomputed
@@ -83,10 +83,7 @@ def run_grid(path: str | os.PathLike, cells: Sequence[Cell],
       row = {"cell": dict(cell), **run_cell(cell)}
       line = json.dumps(row, sort_keys=True) + "\n"
       if writer:
-        with open(path, "a") as f:
-          f.write(line)
-          f.flush()
-          os.fsync(f.fileno())
+        paths.append_text(path, line)
       done[key] = json.loads(line)
       bar.update(1)
   host.barrier(f"grid {path}")  # rows on disk before any host reads the file

@@ -23,6 +23,7 @@ import ml_collections
 import numpy as np
 
 from ttc_jax.io import host
+from ttc_jax.io import paths
 from ttc_jax.io import metrics
 from ttc_jax.pipeline import artifacts
 from ttc_jax.pipeline import lock
@@ -70,15 +71,12 @@ def run(config: ml_collections.ConfigDict, rerun_from: str | None = None) -> dic
 
 def _run_stages(r: state.Run) -> dict[str, Any]:
   if host.is_main():
-    tmp = r.path(artifacts.CONFIG + ".tmp")
-    with open(tmp, "w") as f:
-      f.write(r.config.to_json_best_effort(indent=2))
-    os.replace(tmp, r.path(artifacts.CONFIG))
+    paths.write_text(r.path(artifacts.CONFIG), r.config.to_json_best_effort(indent=2))
   # The stages rebuild their entries from their outputs; entries of stages not (or no
   # longer) finished are dropped, never carried over.
   finished = {s for s, rec in provenance.read(r.workdir).items() if rec.get("finished")}
   path = r.path(artifacts.SUMMARY)
-  old = metrics.read_json(path) if host.agree(os.path.exists(path)) else {}
+  old = metrics.read_json(path) if host.agree(paths.exists(path)) else {}
   keep = {k for s in finished for k in artifacts.SUMMARY_KEYS.get(s, ())}
   metrics.write_json(path, {**{k: v for k, v in old.items() if k in keep},
                             "environment": environment()}, sort_keys=True)

@@ -5,10 +5,10 @@
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 from ttc_jax.io import metrics
+from ttc_jax.io import paths
 
 # name -> the stage (module of `pipeline.stages`) that writes it.
 CONFIG = "config.json"  # the latest run's config
@@ -57,8 +57,8 @@ WRITTEN_BY = {
 
 def require(workdir: str, name: str) -> Any:
   """The JSON file `name` of `workdir`; a missing one names the stage that writes it."""
-  path = os.path.join(workdir, name)
-  if not os.path.exists(path):
+  path = paths.join(workdir, name)
+  if not paths.exists(path):
     raise ValueError(f"{path} does not exist; run the {WRITTEN_BY[name]!r} stage first "
                      f"(ttc_jax.pipeline.stages.{WRITTEN_BY[name]}).")
   return metrics.read_json(path)

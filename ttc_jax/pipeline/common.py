@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import zlib
 from typing import Any, Mapping, Sequence
 
@@ -12,6 +11,7 @@ import numpy as np
 
 from ttc_jax.allocator import tables
 from ttc_jax.io import host
+from ttc_jax.io import paths
 from ttc_jax.io import shards
 from ttc_jax.io import sweep
 from ttc_jax.models import reward
@@ -102,7 +102,7 @@ def search_rows(r: state.Run, examples: Sequence[tasks.Example]) -> list[dict[st
   adds rows); rows of other settings are left out. Rows come in file order.
   """
   path = r.path(artifacts.SEARCH)
-  if not host.agree(os.path.exists(path)):
+  if not host.agree(paths.exists(path)):
     raise ValueError(f"{path} does not exist; run the 'search' stage first "
                      "(ttc_jax.pipeline.stages.search).")
   setup = search_setup(r, examples)
@@ -119,7 +119,7 @@ def strategy_tables(r: state.Run, data: state.Data, fields: Sequence[str]
   examples = search_examples(r, data)
   questions = [e.question for e in examples]
   revision_rows = None
-  if host.agree(os.path.exists(r.path(artifacts.REVISIONS))):
+  if host.agree(paths.exists(r.path(artifacts.REVISIONS))):
     cfg = r.settings.revisions
     revision_rows = tables.revision_rows(revision_grids(r, data), revision_examples(r, data),
                                          r.task, cfg.budgets, cfg.seq_lengths, cfg.chain_lengths)

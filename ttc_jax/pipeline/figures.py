@@ -9,6 +9,7 @@ from any thread. `write_report` gathers tables and figures into `report.md`.
 from __future__ import annotations
 
 import csv
+import io
 import math
 import numbers
 import os
@@ -16,6 +17,8 @@ from typing import Any, Mapping, Sequence
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+
+from ttc_jax.io import paths
 
 HIGHLIGHTED_BUDGETS = (4, 16, 64, 256)  # paper's figures label these generation budgets
 SECTION_KEYS = ("title", "text", "table", "images")
@@ -167,13 +170,12 @@ def write_report(workdir: str, sections: Sequence[Mapping[str, Any]],
     if section.get("table"):
       lines += _markdown_table(section["table"], i) + [""]
     for image in section.get("images", ()):
-      rel = os.path.relpath(os.path.abspath(image), os.path.abspath(workdir))
-      name = os.path.splitext(os.path.basename(image))[0]
-      lines += [f"![{name}]({rel.replace(os.sep, '/')})", ""]
-  os.makedirs(workdir, exist_ok=True)
-  path = os.path.join(workdir, "report.md")
-  with open(path, "w") as f:
-    f.write("\n".join(lines))
+      image = paths.as_path(image)
+      rel = os.path.relpath(os.fspath(image), os.fspath(paths.as_path(workdir)))
+      lines += [f"![{image.stem}]({rel.replace(os.sep, '/')})", ""]
+  paths.as_path(workdir).mkdir(parents=True, exist_ok=True)
+  path = paths.join(workdir, "report.md")
+  paths.write_text(path, "\n".join(lines))
   return path
 
 
@@ -237,14 +239,17 @@ def _save(fig: Figure, path: str, header: Sequence[str],
   path = os.fspath(path)
   if not path.endswith(".png"):
     raise ValueError(f"path={path!r} must end with '.png' (the CSV goes beside it).")
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  paths.as_path(path).parent.mkdir(parents=True, exist_ok=True)
   fig.tight_layout()
-  fig.savefig(path, format="png")
+  png = io.BytesIO()
+  fig.savefig(png, format="png")
+  paths.write_bytes(path, png.getvalue())
   csv_path = path[:-len(".png")] + ".csv"
-  with open(csv_path, "w", newline="") as f:
-    writer = csv.writer(f)
-    writer.writerow(header)
-    writer.writerows(rows)
+  text = io.StringIO(newline="")
+  writer = csv.writer(text)
+  writer.writerow(header)
+  writer.writerows(rows)
+  paths.write_text(csv_path, text.getvalue())
   return path, csv_path
 
 

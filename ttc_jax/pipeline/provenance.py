@@ -12,15 +12,13 @@ recomputed every run) only add to the results. See docs/design.md, "Pipeline".
 
 from __future__ import annotations
 
-import glob
 import json
-import os
-import shutil
 from typing import Any, Mapping, Sequence
 
 import ml_collections
 
 from ttc_jax.io import metrics
+from ttc_jax.io import paths
 from ttc_jax.pipeline import artifacts
 
 PROVENANCE, VERSIONS = artifacts.PROVENANCE, artifacts.VERSIONS
@@ -95,8 +93,8 @@ def _json_ready(flat: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def read(workdir: str) -> dict[str, Any]:
-  path = os.path.join(workdir, PROVENANCE)
-  return metrics.read_json(path) if os.path.exists(path) else {}
+  path = paths.join(workdir, PROVENANCE)
+  return metrics.read_json(path) if paths.exists(path) else {}
 
 
 def check(workdir: str, config: ml_collections.ConfigDict, ignore: Sequence[str] = ()) -> None:
@@ -120,17 +118,17 @@ def check(workdir: str, config: ml_collections.ConfigDict, ignore: Sequence[str]
       raise ValueError(
           f"stage {stage!r} {state} in {workdir} with other settings ({what}{more}); use a "
           f"new workdir, or pass --rerun_from={stage} to recompute it and the stages that use it "
-          f"(their outputs move to {os.path.join(workdir, VERSIONS)}/).")
+          f"(their outputs move to {paths.join(workdir, VERSIONS)}/).")
 
 
 def _legacy(workdir: str) -> dict[str, Any]:
   """Records for a workdir from before provenance: its config.json for every stage with output."""
-  present = [s for s in ORDER if any(os.path.exists(os.path.join(workdir, p))
+  present = [s for s in ORDER if any(paths.exists(paths.join(workdir, p))
                                      for p in outputs(s))]
   if not present:
     return {}
-  path = os.path.join(workdir, artifacts.CONFIG)
-  if not os.path.exists(path):
+  path = paths.join(workdir, artifacts.CONFIG)
+  if not paths.exists(path):
     raise ValueError(f"{workdir} holds results but no {PROVENANCE} or {artifacts.CONFIG} to tell "
                      f"what made them; use a new workdir, or pass --rerun_from=data to move them "
                      f"aside.")
@@ -144,7 +142,7 @@ def record(workdir: str, config: ml_collections.ConfigDict, stage: str, finished
   recorded = read(workdir)
   recorded[stage] = {"fields": stage_fields(stage, _json_ready(flatten(config))),
                      "finished": finished}
-  metrics.write_json(os.path.join(workdir, PROVENANCE), recorded, sort_keys=True)
+  metrics.write_json(paths.join(workdir, PROVENANCE), recorded, sort_keys=True)
 
 
 def outputs(stage: str) -> list[str]:
@@ -170,20 +168,21 @@ def move_to_version(workdir: str, first: str) -> str | None:
   if first not in ORDER:
     raise ValueError(f"--rerun_from={first!r} is not a stage; stages: {list(ORDER)}.")
   stages = downstream(first)
-  present = [p for s in stages for p in outputs(s) if os.path.exists(os.path.join(workdir, p))]
+  present = [p for s in stages for p in outputs(s) if paths.exists(paths.join(workdir, p))]
   recorded = read(workdir)
   if not present and not any(s in recorded for s in stages):
     return None
-  n = 1 + max([int(os.path.basename(p)) for p in glob.glob(os.path.join(workdir, VERSIONS, "*"))
-               if os.path.basename(p).isdigit()] or [0])
-  dest = os.path.join(workdir, VERSIONS, str(n))
+  versions = paths.as_path(workdir) / VERSIONS
+  taken = [p.name for p in versions.iterdir()] if versions.exists() else []
+  n = 1 + max([int(name) for name in taken if name.isdigit()] or [0])
+  dest = paths.join(workdir, VERSIONS, str(n))
   staging = dest + ".partial"  # renamed to `dest` once everything is in it
   for rel in present:
-    os.makedirs(os.path.dirname(os.path.join(staging, rel)), exist_ok=True)
-    shutil.move(os.path.join(workdir, rel), os.path.join(staging, rel))
+    paths.as_path(staging).joinpath(rel).parent.mkdir(parents=True, exist_ok=True)
+    paths.move(paths.join(workdir, rel), paths.join(staging, rel))
   moved = {s: recorded.pop(s) for s in stages if s in recorded}
-  os.makedirs(staging, exist_ok=True)
-  metrics.write_json(os.path.join(staging, PROVENANCE), moved, sort_keys=True)
-  metrics.write_json(os.path.join(workdir, PROVENANCE), recorded, sort_keys=True)
-  os.rename(staging, dest)
+  paths.as_path(staging).mkdir(parents=True, exist_ok=True)
+  metrics.write_json(paths.join(staging, PROVENANCE), moved, sort_keys=True)
+  metrics.write_json(paths.join(workdir, PROVENANCE), recorded, sort_keys=True)
+  paths.move(staging, dest)
   return dest

@@ -9,8 +9,6 @@ Stages are functions of a `Run` and the typed outputs of earlier stages
 from __future__ import annotations
 
 import dataclasses
-import os
-import re
 import time
 from typing import Any
 
@@ -20,6 +18,7 @@ from flax import nnx
 from jax.sharding import Mesh
 
 from ttc_jax.io import configs
+from ttc_jax.io import paths
 from ttc_jax.io import metrics
 from ttc_jax.models import transformer
 from ttc_jax.parallel import mesh as mesh_lib
@@ -49,14 +48,9 @@ class Run:
   def create(cls, config: ml_collections.ConfigDict) -> "Run":
     """Validates every section and builds what the stages share; no compute is spent."""
     parsed = settings_lib.parse(config)
-    scheme = re.match(r"^([A-Za-z][A-Za-z0-9+.-]*)://", str(config.workdir))
-    if scheme:
-      raise ValueError(f"workdir {config.workdir!r}: the {scheme.group(1)}:// scheme is not "
-                       f"supported yet (cloud workdirs come with the TPU-pod work); use a "
-                       f"local path, e.g. --config.workdir=/tmp/run1.")
     workdir = metrics.ensure_writable_dir(
         config.workdir, "the job writes its checkpoints, metrics and results there.")
-    task = tasks.create(config.task, os.path.join(workdir, "data"))
+    task = tasks.create(config.task, paths.join(workdir, "data"))
     tokenizer = make_tokenizer(config.get("tokenizer", {}), task)
     tokenizer.step_ids(task.step_delimiter)  # the delimiter must be writable
     parsed.revisions.check_window(tokenizer, task.attempt_separator)
@@ -67,7 +61,7 @@ class Run:
                model_cfg=model_cfg, mesh=mesh, seed=int(config.seed))
 
   def path(self, *names: str) -> str:
-    return os.path.join(self.workdir, *names)
+    return paths.join(self.workdir, *names)
 
   @property
   def metrics_path(self) -> str:

@@ -101,7 +101,8 @@ def names() -> list[str]:
 
 
 def create(section: Mapping[str, Any], data_dir: str) -> Task:
-  """The task `section['name']` built from the rest of `section` (config.task)."""
+  """The task `section['name']` built from the rest of `section` (config.task), its data in
+  `section['data_dir']` if given, else in `data_dir`."""
   if not hasattr(section, "keys"):
     raise ValueError(f"config.task must be a section with a name; got {type(section).__name__}.")
   settings = dict(section)
@@ -116,6 +117,8 @@ def create(section: Mapping[str, Any], data_dir: str) -> Task:
   if not isinstance(name, str) or name not in _REGISTRY:
     raise ValueError(f"Unknown task {' '.join(repr(name).split())[:40]} (config.task.name); "
                      f"registered tasks: {names()}.")
+  # Where the task keeps prepared data (a TFDS data dir, local or gs://); "" = the default.
+  data_dir = settings.pop("data_dir", "") or data_dir
   return _REGISTRY[name](settings, data_dir)
 
 

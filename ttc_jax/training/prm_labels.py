@@ -290,13 +290,13 @@ def _stats(out_dir: str | os.PathLike, num_shards: int) -> dict[str, Any]:
   n = steps = n_correct = 0
   label_sum, questions = 0.0, set()
   for i in range(num_shards):
-    with np.load(shards.shard_path(out_dir, i)) as f:
-      lab, ns = f["labels"], f["num_steps"]
-      n += len(ns)
-      steps += int(ns.sum())
-      n_correct += int(f["correct"].sum())
-      label_sum += float(lab[lab >= 0].sum())
-      questions.update(f["question_index"].tolist())
+    f = shards.load_npz(shards.shard_path(out_dir, i))
+    lab, ns = f["labels"], f["num_steps"]
+    n += len(ns)
+    steps += int(ns.sum())
+    n_correct += int(f["correct"].sum())
+    label_sum += float(lab[lab >= 0].sum())
+    questions.update(f["question_index"].tolist())
   return {"num_questions": len(questions), "num_solutions": n, "num_steps": steps,
           "fraction_correct": n_correct / max(n, 1), "mean_label": label_sum / max(steps, 1)}
 

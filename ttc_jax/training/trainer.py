@@ -32,6 +32,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from ttc_jax.io import configs
 from ttc_jax.io import metrics as metrics_lib
+from ttc_jax.io import paths
 from ttc_jax.parallel import mesh as mesh_lib
 
 PyTree = Any
@@ -126,7 +127,7 @@ def lm_loss(apply_fn: Callable[[PyTree, jax.Array], jax.Array]) -> LossFn:
 # ---- checkpoints ----
 
 def _checkpoint_dir(workdir: str | os.PathLike, name: str) -> str:
-  return os.path.join(os.path.abspath(os.fspath(workdir)), "checkpoints", name)
+  return paths.join(workdir, "checkpoints", name)
 
 
 _ITEMS = ("params", "opt_state")
@@ -144,9 +145,9 @@ def _manager(directory: str, keep: int) -> ocp.CheckpointManager:
 def checkpoint_complete(workdir: str | os.PathLike, name: str, total_steps: int) -> bool:
   """True when stage `name` under `workdir` has a committed checkpoint at `total_steps`."""
   directory = _checkpoint_dir(workdir, name)
-  if not os.path.isdir(directory):
+  if not paths.as_path(directory).is_dir():
     return False
-  steps = ocp.utils.checkpoint_steps(directory)  # committed steps only, no tmp dirs
+  steps = ocp.utils.checkpoint_steps(paths.as_path(directory))  # committed steps only, no tmp dirs
   return bool(steps) and max(steps) == total_steps
 
 
@@ -164,9 +165,9 @@ def _to_nested_dict(tree: PyTree) -> dict[str, Any]:
 
 def _from_nested_dict(template: PyTree, nested: dict[str, Any]) -> PyTree:
   """Inverse of `_to_nested_dict`: `nested`'s leaves put back into `template`'s structure."""
-  paths, treedef = jax.tree_util.tree_flatten_with_path(template)
+  flat, treedef = jax.tree_util.tree_flatten_with_path(template)
   leaves = []
-  for path, _ in paths:
+  for path, _ in flat:
     node = nested
     for k in path:
       node = node[keystr((k,), simple=True)]
@@ -193,7 +194,7 @@ def _restore(mgr: ocp.CheckpointManager, step: int, template: dict[str, PyTree],
              name: str) -> dict[str, PyTree]:
   """Restores the items of `template` at `step`, each leaf into the template leaf's sharding."""
   ckpt_dir = os.fspath(mgr.directory)
-  step_dir = os.path.join(ckpt_dir, str(step))
+  step_dir = paths.join(ckpt_dir, str(step))
   try:
     metadata = mgr.item_metadata(step)
     saved = {k: _shapes(metadata[k].tree) for k in template}
@@ -320,11 +321,11 @@ def _loop(state, step_fn, batch_fn, cfg: TrainConfig, mgr: ocp.CheckpointManager
           workdir: str, name: str, mesh: Mesh | None, start: int) -> dict[str, PyTree]:
   is_main = jax.process_index() == 0
   schedule = learning_rate_schedule(cfg)
-  metrics_path = os.path.join(workdir, "metrics.jsonl")
+  metrics_path = paths.join(workdir, "metrics.jsonl")
   writer = None
   if is_main:
     import tensorboardX  # lazily: it imports torch when installed (seconds)
-    writer = tensorboardX.SummaryWriter(os.path.join(workdir, "tensorboard", name))
+    writer = tensorboardX.SummaryWriter(paths.join(workdir, "tensorboard", name))
   bar = tqdm.tqdm(total=cfg.total_steps, initial=start, desc=name, disable=not is_main,
                   dynamic_ncols=True)
   window: list[dict[str, jax.Array]] = []

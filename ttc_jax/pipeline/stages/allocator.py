@@ -12,7 +12,6 @@ Difficulty samples are drawn once; the allocation and FLOPs tables recompute in 
 
 from __future__ import annotations
 
-import os
 import time
 from typing import Any
 
@@ -22,6 +21,7 @@ import tqdm
 
 from ttc_jax.allocator import tables
 from ttc_jax.io import host
+from ttc_jax.io import paths
 from ttc_jax.io import metrics
 from ttc_jax.io import shards
 from ttc_jax.pipeline import artifacts
@@ -49,7 +49,7 @@ def difficulty_bins(r: state.Run, data: state.Data, lm: state.LM,
   cfg = r.settings.allocator
   path = r.path(artifacts.DIFFICULTY)
   examples = common.search_examples(r, data)
-  if host.agree(os.path.exists(path)):
+  if host.agree(paths.exists(path)):
     result = metrics.read_json(path)
     common.check_questions(result, examples, path)
     if result["difficulty_samples"] != cfg.difficulty_samples:
@@ -89,10 +89,9 @@ def _verifier_samples(r: state.Run, examples: list[tasks.Example]
   """
   cfg = r.settings.allocator
   path = r.path(artifacts.VERIFIER_SAMPLES)
-  if cfg.temperature != 1.0 or not host.agree(os.path.exists(path)):
+  if cfg.temperature != 1.0 or not host.agree(paths.exists(path)):
     return None
-  with np.load(path) as f:
-    arrays = {k: f[k] for k in f.files}
+  arrays = shards.load_npz(path)
   row = {str(q): i for i, q in reversed(list(enumerate(arrays["question"])))}
   if arrays["correct"].shape[1] < cfg.difficulty_samples or any(
       e.question not in row for e in examples):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import jax
@@ -10,6 +9,7 @@ import numpy as np
 import tqdm
 
 from ttc_jax.io import host
+from ttc_jax.io import paths
 from ttc_jax.io import metrics
 from ttc_jax.pipeline import artifacts
 from ttc_jax.pipeline import state
@@ -20,7 +20,7 @@ from ttc_jax.search import selection
 def run(r: state.Run, data: state.Data, lm: state.LM) -> dict[str, Any]:
   """Evaluates the base LM on the test split once (`eval_base_lm.json`); later runs read it."""
   path = r.path(artifacts.EVAL)
-  if host.agree(os.path.exists(path)):
+  if host.agree(paths.exists(path)):
     result = metrics.read_json(path)
     r.log("eval", "base LM evaluation already complete; skipped")
   else:

@@ -7,7 +7,6 @@ tokens, and per search question its greedy correctness, pass@1 over
 
 from __future__ import annotations
 
-import os
 import time
 from typing import Any
 
@@ -16,6 +15,7 @@ import numpy as np
 import tqdm
 
 from ttc_jax.io import host
+from ttc_jax.io import paths
 from ttc_jax.io import metrics
 from ttc_jax.pipeline import artifacts
 from ttc_jax.pipeline import common
@@ -30,7 +30,7 @@ def run(r: state.Run, data: state.Data) -> dict[str, Any]:
   large_cfg = cfg.large_model_config(r.model_cfg)
   path = r.path(artifacts.LARGER_MODEL)
   examples = common.search_examples(r, data)
-  if host.agree(os.path.exists(path)):
+  if host.agree(paths.exists(path)):
     result = metrics.read_json(path)
     common.check_questions(result, examples, path)
     r.log("larger model", "already complete; skipped")

@@ -8,13 +8,13 @@ revisions (Figs. 6, 7), each with the CSV behind it.
 
 from __future__ import annotations
 
-import os
 from typing import Any, Callable, Mapping
 
 import numpy as np
 
 from ttc_jax.allocator import tables
 from ttc_jax.io import host
+from ttc_jax.io import paths
 from ttc_jax.io import metrics
 from ttc_jax.pipeline import artifacts
 from ttc_jax.pipeline import common
@@ -36,7 +36,7 @@ def run(r: state.Run, data: state.Data) -> str:
   large = artifacts.require(r.workdir, artifacts.LARGER_MODEL)
   # Every host reads (the reads decide together); process 0 alone draws and writes.
   questions, strategy, _ = common.strategy_tables(r, data, ("correct",))
-  with_revisions = host.agree(os.path.exists(r.path(artifacts.REVISIONS)))
+  with_revisions = host.agree(paths.exists(r.path(artifacts.REVISIONS)))
   if not host.is_main():
     return r.path(artifacts.REPORT)
   results = strategy["correct"]

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import time
 from typing import Any
 
@@ -21,6 +20,7 @@ import jax
 import numpy as np
 
 from ttc_jax.io import host
+from ttc_jax.io import paths
 from ttc_jax.io import metrics
 from ttc_jax.io import shards
 from ttc_jax.models import transformer
@@ -98,7 +98,7 @@ def revisions_sweep(r: state.Run, data: state.Data, model: state.LM, verifiers: 
   t0 = time.time()
   cfg = r.settings.revisions
   path = r.path(artifacts.REVISIONS)
-  stored = metrics.read_json(path) if host.agree(os.path.exists(path)) else None
+  stored = metrics.read_json(path) if host.agree(paths.exists(path)) else None
   if stored is not None and "pass@1_gain_vs_step0" in stored:
     result = stored
     r.log("revisions sweep", "already complete; skipped")
@@ -130,9 +130,7 @@ def revisions_sweep(r: state.Run, data: state.Data, model: state.LM, verifiers: 
 def _write_rows(path: str, rows: list[dict[str, Any]]) -> None:
   """The whole JSONL file at once (process 0): a rerun never duplicates rows."""
   if jax.process_index() == 0:
-    with open(path + ".tmp", "w") as f:
-      f.writelines(json.dumps(row, sort_keys=True) + "\n" for row in rows)
-    os.replace(path + ".tmp", path)
+    paths.write_text(path, "".join(json.dumps(row, sort_keys=True) + "\n" for row in rows))
 
 
 def _sweep_shards(r: state.Run, model: state.LM, verifiers: state.Verifiers,

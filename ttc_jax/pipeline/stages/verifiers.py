@@ -9,7 +9,6 @@ evaluation samples `max_n` solutions per test question and writes
 
 from __future__ import annotations
 
-import os
 from typing import Any, Callable
 
 import jax
@@ -18,6 +17,7 @@ import tqdm
 
 from ttc_jax import stats
 from ttc_jax.io import host
+from ttc_jax.io import paths
 from ttc_jax.io import metrics
 from ttc_jax.io import shards
 from ttc_jax.models import reward
@@ -63,7 +63,7 @@ def run(r: state.Run, data: state.Data, lm: state.LM, labels: state.Labels
   """Trains both verifiers, then evaluates them once (later runs read `verifier_eval.json`)."""
   verifiers = train(r, lm, labels)
   path = r.path(artifacts.VERIFIER_EVAL)
-  if host.agree(os.path.exists(path)):
+  if host.agree(paths.exists(path)):
     result = metrics.read_json(path)
     r.log("verifier eval", "already complete; skipped")
   else:

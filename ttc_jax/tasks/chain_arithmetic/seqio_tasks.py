@@ -16,15 +16,13 @@ from __future__ import annotations
 import contextlib
 import functools
 import io
-import logging
 import os
-import re
-import sys
-import tempfile
-from typing import TYPE_CHECKING, Any, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
 
+from ttc_jax.io import paths
+from ttc_jax.io import tensorflow_setup
 from ttc_jax.tasks.chain_arithmetic import problems as arithmetic
 from ttc_jax.tokenizers.char import BOS, EOS, PAD, CharTokenizer
 
@@ -34,69 +32,14 @@ if TYPE_CHECKING:
 
 TFDS_NAME = "chain_arithmetic"
 TFDS_VERSION = "1.0.0"
-# Libraries whose below-WARNING absl/python logs are dropped.
-_QUIET_LIBS = ("tensorflow", "tensorflow_datasets", "seqio")
-# TF 2.21 writes these C++ lines while it loads, before TF_CPP_MIN_LOG_LEVEL applies
-# (and `import jax` already set that to 1), plus its GPU probe's error on a
-# machine without CUDA; TF never uses a GPU here, so they are all noise.
-_TF_LOAD_NOISE = re.compile(
-    r"^([IW]\d{4} [\d:.]+ +\d+ \S+\] |"
-    r"E\d{4} [\d:.]+ +\d+ cuda_platform\.cc:\d+\] failed call to cuInit|"
-    r"WARNING: All log messages before absl::InitializeLog\(\) is called)")
-
-
 # ---------------------------------------------------------------- TensorFlow set-up
-
-
-class _QuietLibraries(logging.Filter):
-  """Drops INFO/DEBUG records from TF, TFDS and seqio, and TFDS's custom-config note."""
-
-  def filter(self, record: logging.LogRecord) -> bool:
-    path = record.pathname.replace(os.sep, "/")
-    if not any(f"/{lib}/" in path for lib in _QUIET_LIBS):
-      return True
-    if record.levelno < logging.WARNING:
-      return False
-    # Every config here is custom (named by a hash), so this warning says nothing.
-    return not str(record.msg).startswith("Using custom data configuration")
-
-
-@contextlib.contextmanager
-def _native_stderr_filtered() -> Iterator[None]:
-  """Captures fd 2 meanwhile and replays it without TF's load-time noise lines."""
-  sys.stderr.flush()
-  saved = os.dup(2)
-  with tempfile.TemporaryFile() as tmp:
-    os.dup2(tmp.fileno(), 2)
-    try:
-      yield
-    finally:
-      sys.stderr.flush()
-      os.dup2(saved, 2)
-      os.close(saved)
-      tmp.seek(0)
-      text = tmp.read().decode(errors="replace")
-      kept = [l for l in text.splitlines(keepends=True) if not _TF_LOAD_NOISE.match(l)]
-      if kept:
-        sys.stderr.write("".join(kept))
 
 
 @functools.cache
 def _tf():
   """Imports TensorFlow, TFDS and seqio once: quiet, and with no GPU visible to TF."""
-  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-  with _native_stderr_filtered():
-    import tensorflow as tf  # pylint: disable=g-import-not-at-top
-    import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-    import seqio  # pylint: disable=g-import-not-at-top,unused-import
-    try:
-      tf.config.set_visible_devices([], "GPU")
-    except RuntimeError:
-      pass  # TF's devices were initialised before us; nothing left to hide.
-  tf.get_logger().setLevel(logging.ERROR)
-  absl_logger = logging.getLogger("absl")
-  if not any(isinstance(f, _QuietLibraries) for f in absl_logger.filters):
-    absl_logger.addFilter(_QuietLibraries())
+  tf = tensorflow_setup.quiet_import("tensorflow_datasets", "seqio")
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   tfds.disable_progress_bar()
   return tf
 
@@ -211,7 +154,7 @@ def prepare(data_dir: str, levels: Sequence[arithmetic.Difficulty | Sequence],
   from ttc_jax.tasks.chain_arithmetic import tfds_builder as chain_arithmetic  # pylint: disable=g-import-not-at-top
 
   config = chain_arithmetic.ChainArithmeticConfig.create(levels, num_per_level, seed)
-  data_dir = os.path.abspath(os.path.expanduser(data_dir))
+  data_dir = os.fspath(paths.as_path(data_dir))  # gs:// kept as it is
   builder = chain_arithmetic.ChainArithmetic(config=config, data_dir=data_dir)
   # (`builder.is_prepared()` logs a warning when the answer is no.)
   if not (builder.data_path / "dataset_info.json").exists():
