@@ -1,8 +1,7 @@
 """Parameters sharded over `model` (tensor parallel by the logical-axis rules, docs/design.md,
-"Mesh"): on 8 CPU devices as data=2 x model=4, the sampler, the PRM, the trainer and search give
-the tokens and scores of the 1-device run."""
-
-import dataclasses
+"Sharding"): on 8 CPU devices as data=2 x model=4, the sampler, the PRM and the trainer give the
+tokens, scores and parameters of the 1-device run (search: tests/test_search.py,
+`test_same_results_on_one_and_eight_devices`)."""
 
 import jax
 import jax.numpy as jnp
@@ -12,10 +11,7 @@ import pytest
 from ttc_jax import testing
 from ttc_jax.models import reward
 from ttc_jax.parallel import mesh as mesh_lib
-from ttc_jax.search import base
 from ttc_jax.training import trainer
-
-TASK = testing.chain_task()
 
 
 @pytest.fixture(scope="module")
@@ -104,26 +100,3 @@ def test_trainer_params_equal_one_device(models, mesh, tmp_path):
     np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=2e-5)
     moved += not np.allclose(np.asarray(b), np.asarray(init))
   assert moved > 10  # training changed the parameters being compared
-
-
-@pytest.mark.parametrize("name, overrides", [
-    ("best_of_n", {}), ("beam", {}), ("lookahead", {"lookahead": 1}), ("dvts", {})])
-def test_search_equal_one_device(models, mesh, name, overrides):
-  _, lm_state, tok, sampler, prm_graphdef, prm_state = models
-  step = list(tok.step_ids(TASK.step_delimiter))
-  prompts = [tok.encode(f"Q:{a}+{b}", bos=True) + step for a, b in [(1, 2), (34, 5), (7, 8)]]
-  scfg = base.SearchConfig(**{"beam_width": 2, "max_rounds": 5, "max_step_tokens": 8,
-                              **overrides})
-  ref = base.get(name)(prompts, base.Policy(sampler, _one(lm_state), tok, TASK),
-                       base.Verifier(prm_graphdef, _one(prm_state)), 8, scfg,
-                       jax.random.key(7))
-  out = base.get(name)(
-      prompts, base.Policy(sampler, mesh_lib.shard_params(lm_state, mesh), tok, TASK),
-      base.Verifier(prm_graphdef, mesh_lib.shard_params(prm_state, mesh)), 8,
-      dataclasses.replace(scfg, mesh=mesh), jax.random.key(7))
-  assert out.texts == ref.texts and out.selected == ref.selected
-  for field in ("samples", "generated_tokens", "verifier_tokens", "budget_used"):
-    np.testing.assert_array_equal(getattr(out, field), getattr(ref, field))
-  for a, b in zip(out.scores, ref.scores):
-    np.testing.assert_allclose(a, b, atol=1e-5)
-

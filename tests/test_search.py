@@ -390,8 +390,9 @@ def test_budgets_are_never_exceeded(tiny, name, overrides, budget):
     np.testing.assert_array_equal(res.budget_used, budget)
 
 
+@pytest.mark.parametrize("data, model", [(8, 1), (2, 4)])  # problems only; + params over model
 @pytest.mark.parametrize("name, overrides", STRATEGIES)
-def test_same_results_on_one_and_eight_devices(name, overrides):
+def test_same_results_on_one_and_eight_devices(name, overrides, data, model):
   from ttc_jax.parallel import mesh as mesh_lib  # pylint: disable=g-import-not-at-top
   cfg, _, lm_state, tok, sampler = testing.tiny_transformer(seed=3, max_len=32)
   prm_graphdef, prm_state = reward.create(cfg, seed=4)
@@ -403,7 +404,7 @@ def test_same_results_on_one_and_eight_devices(name, overrides):
   ref = base.get(name)(prompts, base.Policy(sampler, jax.device_put(lm_state, one), tok, TASK),
                        base.Verifier(prm_graphdef, jax.device_put(prm_state, one)), budget,
                        scfg, jax.random.key(7))
-  mesh = mesh_lib.make_mesh(data=8, model=1)
+  mesh = mesh_lib.make_mesh(data=data, model=model)
   sharded = base.get(name)(
       prompts, base.Policy(sampler, mesh_lib.shard_params(lm_state, mesh), tok, TASK),
       base.Verifier(prm_graphdef, mesh_lib.shard_params(prm_state, mesh)), budget,
