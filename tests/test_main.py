@@ -31,11 +31,8 @@ def _cli(*args, timeout=600):
 
 
 @pytest.fixture(scope="module")
-def finished_run(tmp_path_factory):
-  workdir = tmp_path_factory.mktemp("job")
-  proc = _cli(f"--config={TEST_CONFIG}", f"--config.workdir={workdir}")
-  assert proc.returncode == 0, proc.stderr[-3000:]
-  return workdir, proc
+def finished_run(test_config_job):
+  return test_config_job  # (workdir, the CLI process that wrote it); see conftest.py
 
 
 def test_cli_job_writes_workdir(finished_run):

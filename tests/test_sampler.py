@@ -19,10 +19,13 @@ def tiny():
 
 
 def _naive_greedy(graphdef, state, prompt, max_len):
+  """Greedy decoding by a full forward pass per token, no cache. The row is padded to
+  `max_len` (attention is causal, so position t sees only tokens <= t): one compilation."""
+  forward = jax.jit(lambda s, x: transformer.apply(graphdef, s, x)[0])
   seq = list(prompt)
   while len(seq) < max_len:
-    logits, _ = transformer.apply(graphdef, state, jnp.asarray([seq]))
-    seq.append(int(jnp.argmax(logits[0, -1])))
+    logits = forward(state, jnp.asarray([seq + [0] * (max_len - len(seq))]))
+    seq.append(int(jnp.argmax(logits[0, len(seq) - 1])))
   return seq[len(prompt):]
 
 

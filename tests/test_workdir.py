@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -41,14 +42,13 @@ def _search_cells(workdir):
 
 
 @pytest.fixture(scope="module")
-def finished(tmp_path_factory):
-  """A finished test-config workdir, its summary and search cells (one uninterrupted run).
+def finished(test_config_job):
+  """A finished test-config workdir, its summary and search cells (one uninterrupted run
+  through the CLI, conftest.py).
 
   Tests below add to the workdir; the summary and cells stay those of the first run.
   """
-  workdir = tmp_path_factory.mktemp("finished")
-  done = _job(workdir)
-  assert done.returncode == 0, done.stderr[-3000:]
+  workdir, _ = test_config_job
   return workdir, _summary(workdir), _search_cells(workdir)
 
 
@@ -227,7 +227,7 @@ def _free_port():
     return s.getsockname()[1]
 
 
-def _pod(workdir, logdir, tag):
+def _pod(workdir, logdir, tag, *flags):
   """The test-config job as 2 processes x 4 CPU devices joined by jax.distributed; the
   processes and their log files (a full pipe would block one process at a barrier)."""
   port = _free_port()
@@ -237,7 +237,8 @@ def _pod(workdir, logdir, tag):
   procs = [subprocess.Popen(
       [sys.executable, "-m", "ttc_jax.main", "--config=configs/test.py",
        f"--config.workdir={workdir}", "--distributed", f"--coordinator_address=127.0.0.1:{port}",
-       "--num_processes=2", f"--process_id={i}", "--heartbeat_timeout_s=10"], cwd=ROOT, env=env,
+       "--num_processes=2", f"--process_id={i}", "--heartbeat_timeout_s=10", *flags], cwd=ROOT,
+      env=env,
       stdout=logs[i], stderr=subprocess.STDOUT) for i in range(2)]
   return procs, logs
 
@@ -270,16 +271,24 @@ def test_two_processes_give_the_summary_of_one(finished, tmp_path):
 
 
 @pytest.mark.slow
-def test_one_of_two_processes_killed_mid_job_then_rerun_resumes(finished, tmp_path):
+def test_one_of_two_processes_killed_mid_job_then_rerun_resumes(finished, _test_config_job,
+                                                               tmp_path):
   """A host lost mid-search: its peer stops on its own, and the rerun on 2 processes finishes
-  with the 1-process summary, reusing what was written, every search cell once."""
+  with the 1-process summary, reusing what was written, every search cell once.
+
+  The job recomputes search onwards (`--rerun_from=search`) on a copy of the finished
+  workdir, so the stages before it cost nothing here.
+  """
   _, reference, reference_cells = finished
   workdir = tmp_path / "pod"
-  procs, logs = _pod(workdir, tmp_path, "killed")
-  marker = workdir / "search.jsonl"
+  shutil.copytree(_test_config_job[0], workdir)  # as the job left it (`finished` is changed)
+  kept = {p: (workdir / p).stat().st_mtime_ns for p in
+          ("checkpoints/base_lm", "prm_labels/shard-00000.npz", "verifier_eval.json")}
+  procs, logs = _pod(workdir, tmp_path, "killed", "--rerun_from=search")
+  marker, moved = workdir / "search.jsonl", workdir / "versions" / "1"
   deadline = time.time() + 900
   while all(p.poll() is None for p in procs) and time.time() < deadline and not (
-      marker.exists() and marker.read_text().count("\n") >= 2):
+      moved.exists() and marker.exists() and marker.read_text().count("\n") >= 2):
     time.sleep(0.05)
   assert all(p.poll() is None for p in procs), "the job ended before the kill point"
   procs[1].send_signal(signal.SIGKILL)
@@ -287,8 +296,6 @@ def test_one_of_two_processes_killed_mid_job_then_rerun_resumes(finished, tmp_pa
   out = _wait_all(procs, logs, timeout=120)  # the survivor must not hang at a collective
   assert procs[0].returncode != 0, out[0][-2000:]
   assert time.time() - t < 120
-  kept = {p: (workdir / p).stat().st_mtime_ns for p in
-          ("checkpoints/base_lm", "prm_labels/shard-00000.npz", "verifier_eval.json")}
   written = set(_search_cells(workdir))
   assert 2 <= len(written) < len(reference_cells)
   procs, logs = _pod(workdir, tmp_path, "rerun")
