@@ -7,11 +7,12 @@ survive the remote shell.
 
 from __future__ import annotations
 
+import argparse
 import os
 import shlex
 import subprocess
 import sys
-from typing import NoReturn, Sequence
+from typing import Any, Callable, NoReturn, Sequence
 
 PROG = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "launch"
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # this checkout
@@ -28,6 +29,44 @@ class Fail(Exception):
 def die(prog: str, error: Fail) -> NoReturn:
   print(f"{prog}: error: {error}", file=sys.stderr)
   sys.exit(error.code)
+
+
+Command = Callable[[str, str], argparse.ArgumentParser]
+
+
+def command_parser(prog: str, doc: str, add_globals: Callable[[Any, Callable], None],
+                   epilog: str | None = None) -> tuple[argparse.ArgumentParser, Command]:
+  """A launcher's parser whose global flags work before or after the command.
+
+  `add_globals(group, default)` adds the global flags to `group`, each with
+  `default=default(value)`. They are added to the top parser and again to every
+  command's parser with their defaults suppressed, so a flag given after the command
+  is not overwritten by the top parser's default. Returns the parser and
+  `command(name, help) -> the command's parser`.
+  """
+  def globals_on(parser: argparse.ArgumentParser, suppress: bool) -> None:
+    group = parser.add_argument_group("global flags (before or after the command)")
+    add_globals(group, (lambda v: argparse.SUPPRESS) if suppress else (lambda v: v))
+  top = argparse.ArgumentParser(prog=prog, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                description=doc.split("\n\n", 1)[1], epilog=epilog)
+  globals_on(top, suppress=False)
+  sub = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+  def command(name: str, help_: str) -> argparse.ArgumentParser:
+    c = sub.add_parser(name, help=help_, description=help_)
+    globals_on(c, suppress=True)
+    return c
+  return top, command
+
+
+def run_main(prog: str, main: Callable[[list[str]], None]) -> None:
+  """`main(sys.argv[1:])`; a `Fail` is one line and its exit code, Ctrl-C exit 130."""
+  try:
+    main(sys.argv[1:])
+  except Fail as e:
+    die(prog, e)
+  except KeyboardInterrupt:
+    sys.exit(130)
 
 
 def split_passthrough(argv: Sequence[str]) -> tuple[list[str], list[str]]:

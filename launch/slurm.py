@@ -31,9 +31,8 @@ import common  # pylint: disable=g-import-not-at-top,wrong-import-position
 PROG = "slurm.py"
 
 
-def _globals(parser: argparse.ArgumentParser, suppress: bool) -> None:
-  d = (lambda v: argparse.SUPPRESS) if suppress else (lambda v: v)
-  g = parser.add_argument_group("global flags (before or after the command)")
+def _globals(g, d) -> None:
+  """The global flags (`common.command_parser`)."""
   g.add_argument("--repo", default=d(common.REPO),
                  help="the checkout the job runs from (default: the one holding this script)")
   g.add_argument("--venv", default=d(None), help="the venv (default REPO/.venv)")
@@ -44,15 +43,7 @@ def _globals(parser: argparse.ArgumentParser, suppress: bool) -> None:
 
 
 def parser() -> argparse.ArgumentParser:
-  p = argparse.ArgumentParser(prog=PROG, formatter_class=argparse.RawDescriptionHelpFormatter,
-                              description=__doc__.split("\n\n", 1)[1])
-  _globals(p, suppress=False)
-  sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-  def command(name: str, help_: str) -> argparse.ArgumentParser:
-    c = sub.add_parser(name, help=help_, description=help_)
-    _globals(c, suppress=True)
-    return c
+  p, command = common.command_parser(PROG, __doc__, _globals)
 
   c = command("install", "make the venv and pip install 'jax[cuda12]' REPO into it")
   c.add_argument("--python", default="python3", help="interpreter for the venv (>= 3.11)")
@@ -150,9 +141,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-  try:
-    main(sys.argv[1:])
-  except common.Fail as e:
-    common.die(PROG, e)
-  except KeyboardInterrupt:
-    sys.exit(130)
+  common.run_main(PROG, main)

@@ -56,10 +56,8 @@ _RUNNING = ('[ -f logs/job.pid ] && ps -o stat= -p "$(cat logs/job.pid)" 2>/dev/
 _CD = f'cd "$HOME/{REMOTE}"'
 
 
-def _globals(parser: argparse.ArgumentParser, suppress: bool) -> None:
-  """The global flags, accepted before or after the command."""
-  d = (lambda v: argparse.SUPPRESS) if suppress else (lambda v: v)
-  g = parser.add_argument_group("global flags (before or after the command)")
+def _globals(g, d) -> None:
+  """The global flags (`common.command_parser`)."""
   g.add_argument("--name", default=d(None), help="the TPU (and queued resource) name")
   g.add_argument("--zone", default=d(None), help="e.g. us-east5-a")
   g.add_argument("--project", default=d(None), help="GCP project (default: gcloud's)")
@@ -79,18 +77,10 @@ def _globals(parser: argparse.ArgumentParser, suppress: bool) -> None:
 
 
 def parser() -> argparse.ArgumentParser:
-  p = argparse.ArgumentParser(
-      prog=PROG, formatter_class=argparse.RawDescriptionHelpFormatter,
-      description=__doc__.split("\n\n", 1)[1],
+  p, command = common.command_parser(
+      PROG, __doc__, _globals,
       epilog="ttc-jax flags go after `--`, e.g. "
       "`run -- --config=configs/paper.py --config.search.strategies='(\"best_of_n\",)'`.")
-  _globals(p, suppress=False)
-  sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-  def command(name: str, help_: str) -> argparse.ArgumentParser:
-    c = sub.add_parser(name, help=help_, description=help_)
-    _globals(c, suppress=True)
-    return c
 
   c = command("create", "create the slice")
   c.add_argument("--spot", action="store_true", help="Spot capacity (preemptible)")
@@ -365,9 +355,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-  try:
-    main(sys.argv[1:])
-  except common.Fail as e:
-    common.die(PROG, e)
-  except KeyboardInterrupt:
-    sys.exit(130)
+  common.run_main(PROG, main)
