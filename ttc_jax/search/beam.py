@@ -230,7 +230,7 @@ def tree_search(prompts: Sequence[Sequence[int]], policy: base.Policy, verifier:
   for r in range(config.max_rounds):
     key = jax.random.fold_in(rng, r)
     state, out = decode(state.replace(done=~book.expand), key, temperature=config.temperature,
-                        top_p=config.top_p)
+                        top_p=config.top_p, donate=True)  # the cache is updated in place
     score_state, logit = verifier.extend(
         score_state, step_block(out.tokens, out.lengths, config.max_step_tokens), out.lengths)
     extra_gens = extra_tokens = jnp.zeros_like(out.lengths)
