@@ -69,7 +69,8 @@ def sample_logits(rng: jax.Array, logits: jax.Array, temperature: jax.Array,
 
   Greedy and nucleus filtering sit behind `lax.cond`, so a greedy or `top_p=1`
   call pays for neither the vocabulary sort nor the draw; the draw is by inverse
-  CDF with one uniform per row.
+  CDF with one uniform per row. `rng` is one key, or one key per row `[B]` (a
+  row's draw then does not depend on which other rows share its batch).
   """
   logits = logits.astype(jnp.float32)
   neg = jnp.finfo(jnp.float32).min
@@ -89,7 +90,10 @@ def sample_logits(rng: jax.Array, logits: jax.Array, temperature: jax.Array,
       x = jnp.where(x < kth, neg, x)
     x = jax.lax.cond(top_p < 1.0, nucleus, lambda y: y, x)
     cdf = jnp.cumsum(jax.nn.softmax(x, axis=-1), axis=-1)
-    u = jax.random.uniform(rng, cdf.shape[:-1] + (1,), jnp.float32)
+    if jnp.ndim(rng) == 0:
+      u = jax.random.uniform(rng, cdf.shape[:-1] + (1,), jnp.float32)
+    else:
+      u = jax.vmap(lambda k: jax.random.uniform(k, (1,), jnp.float32))(rng)
     return jnp.argmax(cdf > u * cdf[..., -1:], axis=-1)
 
   return jax.lax.cond(temperature <= 0, first_argmax, draw, logits).astype(jnp.int32)
@@ -222,22 +226,26 @@ class Sampler:
   def decode(self, params, state: DecodeState, rng: jax.Array, *, max_new_tokens: int,
              stop: str = "step", temperature: float | jax.Array = 1.0, top_k: int = 0,
              top_p: float | jax.Array = 1.0, logprobs: bool = False,
-             donate: bool = False) -> tuple[DecodeState, Samples]:
+             donate: bool = False, row_ids: jax.Array | None = None
+             ) -> tuple[DecodeState, Samples]:
     """Generates up to `max_new_tokens` per row; rows stop independently.
 
     `stop='step'` ends a row at the step delimiter or EOS, `'eos'` at EOS only,
     `'none'` only at the length limits. Rows already `done` are left unchanged.
     `logprobs=True` also returns each token's log-probability. `donate=True`
     hands `state`'s buffers to the result (the caller must not use `state` again).
+    With `row_ids` `[B]` (int32), row i's draws come from `fold_in(step key,
+    row_ids[i])`, so they stay the same when rows are regrouped into other batches
+    (search decodes only its expanding rows this way).
     """
     if stop not in STOP_MODES:
       raise ValueError(f"stop={stop!r}; choose one of {STOP_MODES}.")
     fn = _decode_donating if donate else _decode
-    return fn(self, params, state, rng, max_new_tokens=max_new_tokens, stop=stop,
+    return fn(self, params, state, rng, row_ids, max_new_tokens=max_new_tokens, stop=stop,
               temperature=temperature, top_k=top_k, top_p=top_p, logprobs=logprobs)
 
-  def _decode_loop(self, params, state: DecodeState, rng: jax.Array, *, max_new_tokens: int,
-                   stop: str, temperature, top_k: int, top_p,
+  def _decode_loop(self, params, state: DecodeState, rng: jax.Array, row_ids, *,
+                   max_new_tokens: int, stop: str, temperature, top_k: int, top_p,
                    logprobs: bool) -> tuple[DecodeState, Samples]:
     """The body of `decode`, traced under jit."""
     b, max_len = state.tokens.shape
@@ -254,6 +262,8 @@ class Sampler:
     def body(c):
       i, st, halted, stopped, out_tok, out_lp, rng = c
       rng, key = jax.random.split(rng)
+      if row_ids is not None:
+        key = jax.vmap(jax.random.fold_in, (None, 0))(key, row_ids)
       tok = sample_logits(key, st.logits, temperature, top_k, top_p)
       active = ~halted
       tok = jnp.where(active, tok, self.pad_id)
