@@ -138,7 +138,7 @@ class _Recorder:
   def prefill(self, params, tokens, lengths, max_len):
     return [TOK.decode(row[:n]) for row, n in zip(np.asarray(tokens), np.asarray(lengths))]
 
-  def decode(self, params, state, rng, *, max_new_tokens, stop, temperature, donate=False):
+  def decode(self, params, state, rng, *, max_new_tokens, stop, temperature):
     self.calls += 1
     toks = np.zeros((len(state), max_new_tokens), np.int32)
     for r, context in enumerate(state):

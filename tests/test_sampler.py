@@ -214,19 +214,6 @@ def test_logprobs_only_when_asked_and_equal_the_model_log_softmax(tiny):
     assert not np.asarray(out.logprobs[row, n:]).any()
 
 
-def test_donated_decode_updates_in_place_with_the_same_result(tiny):
-  _, _, state, tok, sampler = tiny
-  toks, lens = sampler.pad_prompts([tok.encode("Q:4+5\n", bos=True)] * 2, 24)
-  kw = dict(max_new_tokens=10, stop="eos", temperature=1.0)
-  fresh = lambda: sampler.prefill(state, jnp.asarray(toks), jnp.asarray(lens), 24)
-  ref_state, ref = sampler.decode(state, fresh(), jax.random.key(0), **kw)
-  given = fresh()
-  out_state, out = sampler.decode(state, given, jax.random.key(0), donate=True, **kw)
-  np.testing.assert_array_equal(np.asarray(out.tokens), np.asarray(ref.tokens))
-  np.testing.assert_array_equal(np.asarray(out_state.tokens), np.asarray(ref_state.tokens))
-  assert given.cache[0]["k"].is_deleted()  # the cache was handed over, not copied
-
-
 def test_first_argmax_is_argmax_with_ties():
   from ttc_jax.sampling.sampler import first_argmax  # pylint: disable=g-import-not-at-top
   rng = np.random.default_rng(0)

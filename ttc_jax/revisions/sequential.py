@@ -215,7 +215,7 @@ def _sample_rows(sampler: Sampler, params: Any, contexts: list[list[int]], key: 
     tokens, lengths = mesh_lib.shard_batch((tokens, lengths), mesh)
   state = sampler.prefill(params, tokens, lengths, max_len)
   _, out = sampler.decode(params, state, key, max_new_tokens=max_new_tokens, stop="eos",
-                          temperature=temperature, donate=True)
+                          temperature=temperature)
   return mesh_lib.to_host((out.tokens, out.lengths))
 
 

@@ -14,9 +14,8 @@ Decoding is split in two jitted pure functions that search composes:
     token, and next-token logits, so a later `decode` continues without
     re-encoding (search expands beams step by step this way, paper §3.2).
 `sample` wraps both for the common case, with prompt-length and batch buckets so
-a run compiles a handful of shapes. `decode(..., donate=True)` reuses the input
-state's buffers (the KV cache is updated in place, not copied) for callers that
-drop the input; per-token log-probs are computed only when asked for.
+a run compiles a handful of shapes. Per-token log-probs are computed only when
+asked for.
 """
 
 from __future__ import annotations
@@ -226,22 +225,18 @@ class Sampler:
   def decode(self, params, state: DecodeState, rng: jax.Array, *, max_new_tokens: int,
              stop: str = "step", temperature: float | jax.Array = 1.0, top_k: int = 0,
              top_p: float | jax.Array = 1.0, logprobs: bool = False,
-             donate: bool = False, row_ids: jax.Array | None = None
-             ) -> tuple[DecodeState, Samples]:
+             row_ids: jax.Array | None = None) -> tuple[DecodeState, Samples]:
     """Generates up to `max_new_tokens` per row; rows stop independently.
 
     `stop='step'` ends a row at the step delimiter or EOS, `'eos'` at EOS only,
     `'none'` only at the length limits. Rows already `done` are left unchanged.
-    `logprobs=True` also returns each token's log-probability. `donate=True`
-    hands `state`'s buffers to the result (the caller must not use `state` again).
-    With `row_ids` `[B]` (int32), row i's draws come from `fold_in(step key,
+    `logprobs=True` also returns each token's log-probability. With `row_ids` `[B]` (int32), row i's draws come from `fold_in(step key,
     row_ids[i])`, so they stay the same when rows are regrouped into other batches
     (search decodes only its expanding rows this way).
     """
     if stop not in STOP_MODES:
       raise ValueError(f"stop={stop!r}; choose one of {STOP_MODES}.")
-    fn = _decode_donating if donate else _decode
-    return fn(self, params, state, rng, row_ids, max_new_tokens=max_new_tokens, stop=stop,
+    return _decode(self, params, state, rng, row_ids, max_new_tokens=max_new_tokens, stop=stop,
               temperature=temperature, top_k=top_k, top_p=top_p, logprobs=logprobs)
 
   def _decode_loop(self, params, state: DecodeState, rng: jax.Array, row_ids, *,
@@ -326,7 +321,7 @@ class Sampler:
     state = state.gather(jnp.repeat(jnp.arange(toks.shape[0]), num_samples))
     state, samples = self.decode(params, state, rng, max_new_tokens=max_new_tokens,
                                  stop=stop, temperature=temperature, top_k=top_k, top_p=top_p,
-                                 logprobs=logprobs, donate=True)
+                                 logprobs=logprobs)
     rows = len(prompts) * num_samples
     if rows == state.tokens.shape[0]:  # no padding rows: nothing to copy
       return state, samples
@@ -336,5 +331,3 @@ class Sampler:
 
 _DECODE_STATIC = ("self", "max_new_tokens", "stop", "top_k", "logprobs")
 _decode = jax.jit(Sampler._decode_loop, static_argnames=_DECODE_STATIC)  # pylint: disable=protected-access
-_decode_donating = jax.jit(Sampler._decode_loop, static_argnames=_DECODE_STATIC,  # pylint: disable=protected-access
-                           donate_argnames=("state",))

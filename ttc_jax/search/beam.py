@@ -278,7 +278,7 @@ def tree_search(prompts: Sequence[Sequence[int]], policy: base.Policy, verifier:
   def step(state, score_state, ids, key):
     """Decodes and scores one step of every row of `state` (whose `done` masks the idle ones)."""
     state, out = decode(state, key, temperature=config.temperature, top_p=config.top_p,
-                        donate=True, row_ids=ids)  # the cache is updated in place
+                        row_ids=ids)
     score_state, logit = verifier.extend(
         score_state, step_block(out.tokens, out.lengths, config.max_step_tokens), out.lengths)
     return state, score_state, out.lengths, logit
