@@ -195,28 +195,3 @@ def test_prompt_longer_than_context_is_a_clear_error(tiny):
     sampler.sample(state, [[1, 5]], jax.random.key(0), max_len=cfg.max_len + 1)
   with pytest.raises(ValueError, match="stop="):
     sampler.sample(state, [[1, 5]], jax.random.key(0), stop="line")
-
-
-def test_logprobs_only_when_asked_and_equal_the_model_log_softmax(tiny):
-  _, graphdef, state, tok, sampler = tiny
-  prompts = [tok.encode("Q:1+2\n", bos=True), tok.encode("Q:13+24-5\n", bos=True)]
-  kw = dict(num_samples=2, max_len=24, temperature=1.0, stop="eos")
-  _, plain = sampler.sample(state, prompts, jax.random.key(3), **kw)
-  assert plain.logprobs is None
-  _, out = sampler.sample(state, prompts, jax.random.key(3), logprobs=True, **kw)
-  np.testing.assert_array_equal(np.asarray(out.tokens), np.asarray(plain.tokens))
-  for row in range(4):
-    prompt, n = prompts[row // 2], int(out.lengths[row])
-    seq = jnp.asarray([list(prompt) + list(np.asarray(out.tokens[row, :n]))])
-    logp = jax.nn.log_softmax(transformer.apply(graphdef, state, seq)[0][0], axis=-1)
-    want = [float(logp[len(prompt) - 1 + i, seq[0, len(prompt) + i]]) for i in range(n)]
-    np.testing.assert_allclose(np.asarray(out.logprobs[row, :n]), want, atol=1e-5)
-    assert not np.asarray(out.logprobs[row, n:]).any()
-
-
-def test_first_argmax_is_argmax_with_ties():
-  from ttc_jax.sampling.sampler import first_argmax  # pylint: disable=g-import-not-at-top
-  rng = np.random.default_rng(0)
-  for v in (24, 4096):
-    x = rng.integers(0, 5, (64, v)).astype(np.float32)  # many tied maxima per row
-    np.testing.assert_array_equal(np.asarray(first_argmax(jnp.asarray(x))), x.argmax(-1))

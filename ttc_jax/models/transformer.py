@@ -4,10 +4,9 @@ The module is used at the edges only: split it once with `nnx.split` and call th
 pure `apply(graphdef, state, tokens, positions, cache)` everywhere downstream
 (sampler, search, reward models), so jit sees pytrees, not objects.
 
-KV cache convention: one `{'k','v'}` dict per layer, keys `[batch, kv_heads,
-head_dim, max_len]` and values `[batch, kv_heads, max_len, head_dim]` (heads
-before slots; the slot axis is the one each one-token product runs along, see
-`Attention`), and *slot == absolute position*. A token at position p is
+KV cache convention: one `{'k','v'}` dict per layer, each `[batch, kv_heads,
+max_len, head_dim]` (heads before slots, so attention reads it without a
+transpose), and *slot == absolute position*. A token at position p is
 written to slot p and attends to slots <= p. Rows of a batch may sit at
 different positions (right-padded prompts, beams of different lengths); a slot
 past a row's last written position holds stale values that the causal mask
@@ -69,10 +68,9 @@ class TransformerConfig:
     return v * d + self.num_layers * per_layer + d + head
 
   def init_cache(self, batch: int, max_len: int | None = None) -> Cache:
-    s = max_len or self.max_len
-    k = jnp.zeros((batch, self.num_kv_heads, self.head_dim, s), jnp.dtype(self.dtype))
-    v = jnp.zeros((batch, self.num_kv_heads, s, self.head_dim), jnp.dtype(self.dtype))
-    return tuple({"k": k, "v": v} for _ in range(self.num_layers))
+    shape = (batch, self.num_kv_heads, max_len or self.max_len, self.head_dim)
+    zeros = jnp.zeros(shape, jnp.dtype(self.dtype))
+    return tuple({"k": zeros, "v": zeros} for _ in range(self.num_layers))
 
 
 def _param(value: jax.Array, names: tuple[str, ...]) -> nnx.Param:
@@ -108,10 +106,10 @@ def rope(x: jax.Array, positions: jax.Array, theta: float) -> jax.Array:
   return out.astype(x.dtype)
 
 
-def _write(cache_arr: jax.Array, new: jax.Array, start: jax.Array, axis: int) -> jax.Array:
-  """Writes new[b] into cache_arr[b] at slots start[b]..start[b]+T-1 along `axis` (of a row)."""
+def _write(cache_arr: jax.Array, new: jax.Array, start: jax.Array) -> jax.Array:
+  """Writes new[b] ([K, T, D]) into cache_arr[b] ([K, S, D]) at slots start[b]..start[b]+T-1."""
   def one(c, n, s):
-    return jax.lax.dynamic_update_slice_in_dim(c, n.astype(c.dtype), s, axis=axis)
+    return jax.lax.dynamic_update_slice_in_dim(c, n.astype(c.dtype), s, axis=1)
   return jax.vmap(one)(cache_arr, new, start)
 
 
@@ -133,37 +131,28 @@ class Attention(nnx.Module):
     k = (x @ self.wk[...].astype(dt)).reshape(b, t, cfg.num_kv_heads, cfg.head_dim)
     v = (x @ self.wv[...].astype(dt)).reshape(b, t, cfg.num_kv_heads, cfg.head_dim)
     q = rope(q, positions, cfg.rope_theta)
-    k = rope(k, positions, cfg.rope_theta).transpose(0, 2, 3, 1)  # [B, K, D, T]
-    v = v.transpose(0, 2, 1, 3)  # [B, K, T, D]
+    k = rope(k, positions, cfg.rope_theta).transpose(0, 2, 1, 3)  # [B, K, T, D]
+    v = v.transpose(0, 2, 1, 3)
     if layer_cache is None:
       keys, values, key_pos = k, v, positions
       new_cache = None
     else:
       start = positions[:, 0]
-      keys = _write(layer_cache["k"], k, start, axis=2)
-      values = _write(layer_cache["v"], v, start, axis=1)
-      key_pos = jnp.broadcast_to(jnp.arange(keys.shape[3]), (b, keys.shape[3]))
+      keys = _write(layer_cache["k"], k, start)
+      values = _write(layer_cache["v"], v, start)
+      key_pos = jnp.broadcast_to(jnp.arange(keys.shape[2]), (b, keys.shape[2]))
       new_cache = {"k": keys, "v": values}
     g = cfg.num_heads // cfg.num_kv_heads
     # Query heads of one KV group as rows: [B, K, G*T, D], row index g*T + t.
     q = q.reshape(b, t, cfg.num_kv_heads, g, cfg.head_dim).transpose(0, 2, 3, 1, 4)
     q = q.reshape(b, cfg.num_kv_heads, g * t, cfg.head_dim)
-    keys, values = keys.astype(dt), values.astype(dt)
-    # One-token decode: multiply-reduce loops instead of B * K tiny batched matmuls, which
-    # took 22% less time per step in benchmarks/sampler.py's model on CPU (docs/design.md).
-    if t == 1:
-      scores = jnp.sum(q[..., None] * keys[:, :, None], axis=3, dtype=jnp.float32)
-    else:
-      scores = jnp.einsum("bkqd,bkds->bkqs", q, keys).astype(jnp.float32)
+    scores = jnp.einsum("bkqd,bksd->bkqs", q, keys.astype(dt)).astype(jnp.float32)
     scores = scores / jnp.sqrt(jnp.float32(cfg.head_dim))
     mask = key_pos[:, None, :] <= positions[:, :, None]  # [B, T, S]
     mask = jnp.tile(mask, (1, g, 1))[:, None]  # [B, 1, G*T, S]
     scores = jnp.where(mask, scores, jnp.finfo(jnp.float32).min)
     probs = jax.nn.softmax(scores, axis=-1).astype(dt)
-    if t == 1:
-      out = jnp.sum(probs[..., None] * values[:, :, None], axis=3).astype(dt)
-    else:
-      out = jnp.einsum("bkqs,bksd->bkqd", probs, values)
+    out = jnp.einsum("bkqs,bksd->bkqd", probs, values.astype(dt))
     out = out.reshape(b, cfg.num_kv_heads, g, t, cfg.head_dim).transpose(0, 3, 1, 2, 4)
     out = out.reshape(b, t, cfg.num_heads * cfg.head_dim)
     return out @ self.wo[...].astype(dt), new_cache

@@ -14,8 +14,7 @@ Decoding is split in two jitted pure functions that search composes:
     token, and next-token logits, so a later `decode` continues without
     re-encoding (search expands beams step by step this way, paper §3.2).
 `sample` wraps both for the common case, with prompt-length and batch buckets so
-a run compiles a handful of shapes. Per-token log-probs are computed only when
-asked for.
+a run compiles a handful of shapes.
 """
 
 from __future__ import annotations
@@ -57,7 +56,7 @@ class Samples:
   """One `decode` call's new tokens per row (PAD after each row's end)."""
 
   tokens: jax.Array    # [B, max_new_tokens] int32
-  logprobs: jax.Array | None  # [B, max_new_tokens] float32 log-prob of each token, if asked
+  logprobs: jax.Array  # [B, max_new_tokens] float32, model log-prob of each token
   lengths: jax.Array   # [B] int32, tokens generated in this call
   stopped: jax.Array   # [B] bool, ended on its stop token (not on a length limit)
 
@@ -68,8 +67,7 @@ def sample_logits(rng: jax.Array, logits: jax.Array, temperature: jax.Array,
 
   Greedy and nucleus filtering sit behind `lax.cond`, so a greedy or `top_p=1`
   call pays for neither the vocabulary sort nor the draw; the draw is by inverse
-  CDF with one uniform per row. `rng` is one key, or one key per row `[B]` (a
-  row's draw then does not depend on which other rows share its batch).
+  CDF with one uniform per row.
   """
   logits = logits.astype(jnp.float32)
   neg = jnp.finfo(jnp.float32).min
@@ -89,26 +87,11 @@ def sample_logits(rng: jax.Array, logits: jax.Array, temperature: jax.Array,
       x = jnp.where(x < kth, neg, x)
     x = jax.lax.cond(top_p < 1.0, nucleus, lambda y: y, x)
     cdf = jnp.cumsum(jax.nn.softmax(x, axis=-1), axis=-1)
-    if jnp.ndim(rng) == 0:
-      u = jax.random.uniform(rng, cdf.shape[:-1] + (1,), jnp.float32)
-    else:
-      u = jax.vmap(lambda k: jax.random.uniform(k, (1,), jnp.float32))(rng)
+    u = jax.random.uniform(rng, cdf.shape[:-1] + (1,), jnp.float32)
     return jnp.argmax(cdf > u * cdf[..., -1:], axis=-1)
 
-  return jax.lax.cond(temperature <= 0, first_argmax, draw, logits).astype(jnp.int32)
-
-
-def first_argmax(x: jax.Array) -> jax.Array:
-  """`jnp.argmax(x, -1)` (the first maximum); over large vocabularies as max, then min index.
-
-  XLA's CPU argmax (one variadic reduction) took 1.3 ms on [64, 8192] where max
-  then min-index took 0.44 ms; under ~1k entries argmax is the faster one.
-  """
-  v = x.shape[-1]
-  if v < 1024:
-    return jnp.argmax(x, axis=-1)
-  top = jnp.max(x, axis=-1, keepdims=True)
-  return jnp.min(jnp.where(x == top, jnp.arange(v, dtype=jnp.int32), v), axis=-1)
+  greedy = lambda x: jnp.argmax(x, axis=-1)
+  return jax.lax.cond(temperature <= 0, greedy, draw, logits).astype(jnp.int32)
 
 
 def pad_with_copies(rows: list, size: int, mesh: Mesh | None = None) -> list:
@@ -222,32 +205,22 @@ class Sampler:
                        logits=last.astype(jnp.float32), cache=cache,
                        done=jnp.zeros((b,), bool))
 
+  @functools.partial(jax.jit, static_argnames=("self", "max_new_tokens", "stop", "top_k"))
   def decode(self, params, state: DecodeState, rng: jax.Array, *, max_new_tokens: int,
              stop: str = "step", temperature: float | jax.Array = 1.0, top_k: int = 0,
-             top_p: float | jax.Array = 1.0, logprobs: bool = False,
-             row_ids: jax.Array | None = None) -> tuple[DecodeState, Samples]:
+             top_p: float | jax.Array = 1.0) -> tuple[DecodeState, Samples]:
     """Generates up to `max_new_tokens` per row; rows stop independently.
 
     `stop='step'` ends a row at the step delimiter or EOS, `'eos'` at EOS only,
     `'none'` only at the length limits. Rows already `done` are left unchanged.
-    `logprobs=True` also returns each token's log-probability. With `row_ids` `[B]` (int32), row i's draws come from `fold_in(step key,
-    row_ids[i])`, so they stay the same when rows are regrouped into other batches
-    (search decodes only its expanding rows this way).
     """
     if stop not in STOP_MODES:
       raise ValueError(f"stop={stop!r}; choose one of {STOP_MODES}.")
-    return _decode(self, params, state, rng, row_ids, max_new_tokens=max_new_tokens, stop=stop,
-              temperature=temperature, top_k=top_k, top_p=top_p, logprobs=logprobs)
-
-  def _decode_loop(self, params, state: DecodeState, rng: jax.Array, row_ids, *,
-                   max_new_tokens: int, stop: str, temperature, top_k: int, top_p,
-                   logprobs: bool) -> tuple[DecodeState, Samples]:
-    """The body of `decode`, traced under jit."""
     b, max_len = state.tokens.shape
     temperature = jnp.asarray(temperature, jnp.float32)
     top_p = jnp.asarray(top_p, jnp.float32)
     out_tok = jnp.full((b, max_new_tokens), self.pad_id, jnp.int32)
-    out_lp = jnp.zeros((b, max_new_tokens if logprobs else 0), jnp.float32)
+    out_lp = jnp.zeros((b, max_new_tokens), jnp.float32)
     idle = state.done | (state.positions >= max_len)
 
     def cond(c):
@@ -257,15 +230,12 @@ class Sampler:
     def body(c):
       i, st, halted, stopped, out_tok, out_lp, rng = c
       rng, key = jax.random.split(rng)
-      if row_ids is not None:
-        key = jax.vmap(jax.random.fold_in, (None, 0))(key, row_ids)
       tok = sample_logits(key, st.logits, temperature, top_k, top_p)
       active = ~halted
       tok = jnp.where(active, tok, self.pad_id)
+      lp = jnp.take_along_axis(jax.nn.log_softmax(st.logits), tok[:, None], axis=1)[:, 0]
       out_tok = out_tok.at[:, i].set(tok)
-      if logprobs:
-        lp = jnp.take_along_axis(jax.nn.log_softmax(st.logits), tok[:, None], axis=1)[:, 0]
-        out_lp = out_lp.at[:, i].set(jnp.where(active, lp, 0.0))
+      out_lp = out_lp.at[:, i].set(jnp.where(active, lp, 0.0))
       # Halted rows write PAD into their next free slot, which stays masked.
       pos = jnp.minimum(st.positions, max_len - 1)
       rows = jnp.arange(b)
@@ -288,16 +258,14 @@ class Sampler:
     init = (jnp.int32(0), state, idle, jnp.zeros((b,), bool), out_tok, out_lp, rng)
     _, st, _, stopped, out_tok, out_lp, _ = jax.lax.while_loop(cond, body, init)
     lengths = st.positions - state.positions
-    return st, Samples(tokens=out_tok, logprobs=out_lp if logprobs else None, lengths=lengths,
-                       stopped=stopped)
+    return st, Samples(tokens=out_tok, logprobs=out_lp, lengths=lengths, stopped=stopped)
 
   # ---- convenience ----
 
   def sample(self, params, prompts: Sequence[Sequence[int]], rng: jax.Array, *,
              num_samples: int = 1, max_len: int | None = None, max_new_tokens: int | None = None,
              stop: str = "eos", temperature: float = 1.0, top_k: int = 0,
-             top_p: float = 1.0, mesh: Mesh | None = None,
-             logprobs: bool = False) -> tuple[DecodeState, Samples]:
+             top_p: float = 1.0, mesh: Mesh | None = None) -> tuple[DecodeState, Samples]:
     """Samples `num_samples` continuations of each prompt.
 
     Each prompt is prefilled once and its cache broadcast to its samples; rows
@@ -320,14 +288,6 @@ class Sampler:
     state = self.prefill(params, toks, lens, max_len)
     state = state.gather(jnp.repeat(jnp.arange(toks.shape[0]), num_samples))
     state, samples = self.decode(params, state, rng, max_new_tokens=max_new_tokens,
-                                 stop=stop, temperature=temperature, top_k=top_k, top_p=top_p,
-                                 logprobs=logprobs)
-    rows = len(prompts) * num_samples
-    if rows == state.tokens.shape[0]:  # no padding rows: nothing to copy
-      return state, samples
-    keep = jnp.arange(rows)
+                                 stop=stop, temperature=temperature, top_k=top_k, top_p=top_p)
+    keep = jnp.arange(len(prompts) * num_samples)
     return state.gather(keep), jax.tree.map(lambda x: x[keep], samples)
-
-
-_DECODE_STATIC = ("self", "max_new_tokens", "stop", "top_k", "logprobs")
-_decode = jax.jit(Sampler._decode_loop, static_argnames=_DECODE_STATIC)  # pylint: disable=protected-access

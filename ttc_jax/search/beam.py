@@ -21,12 +21,6 @@ rows contiguous), so every round runs the same compiled shapes, and with a mesh
 the rows shard over `data` with each problem's beams on one device; the gather
 is batched over problems, so it moves no rows between devices.
 
-Only expanding rows are computed (`active_rows`): when at most half of a data
-shard's rows expand (finished beams, leftover rows, problems that ended), the
-round gathers them into a batch of R/2, R/4 or R/8 of the shard's R rows,
-decodes and scores that batch, and scatters it back. Each row samples with its
-own key (`row_ids`), so the results do not depend on that grouping.
-
 Budget (docs/design.md, "Budget fairness"): a *generation* is one row decoding one
 step; every round spends at most N generations per problem. A beam that ends
 (EOS or the length limit) stays in the pool as a final candidate, is never
@@ -197,46 +191,6 @@ def step_block(new_tokens: jax.Array, lengths: jax.Array, cap: int) -> jax.Array
   return new_tokens[:, :width]
 
 
-def active_rows(expand: np.ndarray, shards: int, levels: int = 3) -> np.ndarray | None:
-  """Per data shard, the rows to compute this round, `[shards, C]` local indices, or None for all.
-
-  C is the smallest of R/2, R/4, ..., R/2**levels (R rows per shard) that holds
-  every shard's expanding rows; a shard with fewer fills up with idle rows (which
-  decode nothing). None when more than R/2 rows of some shard expand. The few
-  sizes bound the compiled shapes.
-  """
-  per_shard = np.asarray(expand).reshape(shards, -1)
-  r = per_shard.shape[1]
-  need = max(int(per_shard.sum(1).max()), 1)
-  size = r
-  while size % 2 == 0 and size // 2 >= need and r // (size // 2) <= 2 ** levels:
-    size //= 2
-  if size == r:
-    return None
-  idx = np.empty((shards, size), np.int32)
-  for d, e in enumerate(per_shard):
-    on = np.flatnonzero(e)
-    idx[d] = np.concatenate([on, np.flatnonzero(~e)[:size - len(on)]])
-  return idx
-
-
-@functools.partial(jax.jit, static_argnames=("shards",))
-def take_rows(tree: Any, idx: jax.Array, shards: int) -> Any:
-  """Rows `idx [shards, C]` (local to each data shard) of every batch-major leaf: `[shards * C]`."""
-  take = jax.vmap(lambda x, i: jnp.take(x, i, axis=0))
-  return jax.tree.map(lambda x: take(x.reshape(shards, -1, *x.shape[1:]), idx)
-                      .reshape(-1, *x.shape[1:]), tree)
-
-
-@functools.partial(jax.jit, static_argnames=("shards",), donate_argnums=0)
-def put_rows(tree: Any, part: Any, idx: jax.Array, shards: int) -> Any:
-  """`tree` with rows `idx` (as in `take_rows`) replaced by `part`'s; updates in place."""
-  put = jax.vmap(lambda x, i, p: x.at[i].set(p))
-  return jax.tree.map(lambda x, p: put(x.reshape(shards, -1, *x.shape[1:]), idx,
-                                       p.reshape(shards, -1, *p.shape[1:])).reshape(x.shape),
-                      tree, part)
-
-
 @functools.partial(jax.jit, static_argnames=("n",))
 def _broadcast(tree: Any, n: int) -> Any:
   """Each problem's row repeated for its n rows (problem-major)."""
@@ -268,45 +222,25 @@ def tree_search(prompts: Sequence[Sequence[int]], policy: base.Policy, verifier:
   zeros = jnp.zeros((len(padded),), jnp.int32)
   counts = Counts(samples=zeros, generated=zeros, verified=lens.astype(jnp.int32),
                   budget_used=zeros)
-  row_ids = jnp.arange(b, dtype=jnp.int32)
   if config.mesh is not None:
-    book, counts, row_ids = mesh_lib.shard_batch((book, counts, row_ids), config.mesh)
-  shards = config.mesh.shape["data"] if config.mesh is not None else 1
+    book, counts = mesh_lib.shard_batch((book, counts), config.mesh)
   decode = functools.partial(sampler.decode, policy.params, max_new_tokens=config.max_step_tokens,
                              stop="step", top_k=config.top_k)
 
-  def step(state, score_state, ids, key):
-    """Decodes and scores one step of every row of `state` (whose `done` masks the idle ones)."""
-    state, out = decode(state, key, temperature=config.temperature, top_p=config.top_p,
-                        row_ids=ids)
-    score_state, logit = verifier.extend(
-        score_state, step_block(out.tokens, out.lengths, config.max_step_tokens), out.lengths)
-    return state, score_state, out.lengths, logit
-
   for r in range(config.max_rounds):
     key = jax.random.fold_in(rng, r)
-    state = state.replace(done=~book.expand)
-    idx = active_rows(mesh_lib.to_host(book.expand), shards)
-    if idx is None:
-      state, score_state, lengths, logit = step(state, score_state, row_ids, key)
-    else:  # only the expanding rows (and a few idle ones to fill the batch) are computed
-      idx = jnp.asarray(idx)
-      if config.mesh is not None:
-        idx = mesh_lib.shard_batch(idx, config.mesh)
-      sub_state, sub_score, sub_lengths, _ = step(
-          *take_rows((state, score_state, row_ids), idx, shards), key)
-      state, score_state, lengths = put_rows(
-          (state, score_state, jnp.zeros_like(row_ids)), (sub_state, sub_score, sub_lengths),
-          idx, shards)
-      logit = score_state.logit  # the new step's logit on the rows that expanded
-    extra_gens = extra_tokens = jnp.zeros_like(lengths)
+    state, out = decode(state.replace(done=~book.expand), key, temperature=config.temperature,
+                        top_p=config.top_p)
+    score_state, logit = verifier.extend(
+        score_state, step_block(out.tokens, out.lengths, config.max_step_tokens), out.lengths)
+    extra_gens = extra_tokens = jnp.zeros_like(out.lengths)
     if tree.lookahead:
       logit, extra_gens, extra_tokens = rollout(
           decode, verifier, state, score_state, book.expand, tree.lookahead, key,
           config.max_step_tokens)
     last = r + 1 == config.max_rounds
     book, counts, state, score_state = _update(
-        book, counts, state, score_state, logit, lengths, state.done, extra_gens,
+        book, counts, state, score_state, logit, out.lengths, state.done, extra_gens,
         extra_tokens, tree=tree, aggregation=verifier.aggregation, select=not last)
     if last or not bool(book.expand.any()):  # a global reduction: fine on every host
       break
