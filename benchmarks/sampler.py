@@ -202,7 +202,7 @@ def main() -> None:
   batches = (1, 64, 256) if accel else (1, 64)
   with tempfile.TemporaryDirectory() as tmp:
     model = hf_model(tmp, shape, bf16).to(torch_device)
-    cfg, graphdef, state = convert.load_hf_llama(tmp, max_len=PROMPT_LEN + args.new_tokens,
+    cfg, graphdef, state = convert.load_hf(tmp, max_len=PROMPT_LEN + args.new_tokens,
                                                  dtype="bfloat16" if bf16 else "float32")
   if bf16:
     state = jax.tree.map(lambda x: x.astype(jnp.bfloat16), state)
