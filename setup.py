@@ -27,6 +27,9 @@ setup(
         "tensorboardX>=2.6",
         "safetensors>=0.4",
         "editdistance>=0.6",
+        "tokenizers>=0.20",  # ttc_jax/tokenizers/hf.py: tokenizer.json of real models
+        "jinja2>=3.1.6",  # their chat templates, rendered in a sandbox
+        "math-verify[antlr4_13_2]>=0.9",  # MATH answers (ttc_jax/tasks/math/grader.py)
     ],
     extras_require={
         "test": [
