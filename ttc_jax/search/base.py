@@ -78,6 +78,30 @@ class Verifier:
     """Encodes only each row's new tokens; returns the state and the logit at its last one."""
     return reward.extend(self.graphdef, self.state, score_state, new_tokens, new_lengths)
 
+  # ---- host hooks: a verifier with its own input format (search/open_prm.py) overrides them ----
+
+  def search_prompts(self, prompts: Sequence[Sequence[int]], tokens: np.ndarray,
+                     lengths: np.ndarray, max_len: int, max_step_tokens: int, max_steps: int
+                     ) -> tuple[np.ndarray, np.ndarray, int]:
+    """Tree search: the rows `prefill` encodes for `prompts` and its cache slots per row.
+
+    `tokens`/`lengths` are the policy's right-padded `prompts`, `max_len` its
+    prompt + solution tokens, each step a block of up to `max_step_tokens`, at most
+    `max_steps` steps scored per row. Default: the policy's rows, `max_len + max_step_tokens`.
+    """
+    del prompts, max_steps
+    return tokens, lengths, max_len + max_step_tokens
+
+  def score_rows(self, rows: np.ndarray, ends: np.ndarray, prompt_len: np.ndarray,
+                 lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Best-of-N: `(tokens, step_ends, num_tokens)` for `step_scores` from the policy's rows.
+
+    `rows` [B, T] are prompt + solution, `ends` [B, S] the step ends (-1 padded),
+    `prompt_len`/`lengths` [B] the prompt and solution tokens. Default: the rows as
+    they are; the verifier encodes `prompt_len + lengths` real tokens of each.
+    """
+    return rows, ends, prompt_len + lengths
+
 
 @dataclasses.dataclass(frozen=True)
 class SearchConfig:

@@ -32,10 +32,11 @@ join the final pool as they are. The pool never holds more than N beams.
 
 Counts: `samples` = generations (row-steps decoded, discarded beams included);
 `generated_tokens` = tokens those generations produced; `verifier_tokens` = the
-prompt (encoded once per problem) plus every generated token (each encoded once
-by the PRM; block padding not counted: the PRM's block is cut to the round's
-longest step, see `step_block`); `budget_used` = the most generations of any one
-round.
+verifier's prompt (encoded once per problem) plus every token it encoded after it:
+each generated token once (and an open PRM's format tokens, `search/open_prm.py`),
+read off its positions; block padding not counted: the PRM's block is cut to the
+round's longest step, see `step_block`; `budget_used` = the most generations of any
+one round.
 """
 
 from __future__ import annotations
@@ -154,14 +155,19 @@ def gather_rows(tree: Any, src: jax.Array, n: int) -> Any:
 @functools.partial(jax.jit, static_argnames=("tree", "aggregation", "select"))
 def _update(book: Book, counts: Counts, state, score_state, logit: jax.Array,
             lengths: jax.Array, ended: jax.Array, extra_gens: jax.Array,
-            extra_tokens: jax.Array, *, tree: Tree, aggregation: str, select: bool):
-  """Records a round (scores, counts, finished beams); with `select`, picks and gathers the next pool."""
+            extra_tokens: jax.Array, before: jax.Array, after: jax.Array, *, tree: Tree,
+            aggregation: str, select: bool):
+  """Records a round (scores, counts, finished beams); with `select`, picks and gathers the next pool.
+
+  `before`/`after`: each row's verifier position before the round and after its last
+  extend (the rollout's end with lookahead): the tokens the verifier encoded.
+  """
   n = tree.n
   per_problem = lambda x: _rows(x, n).sum(1)
   gens = book.expand.astype(jnp.int32) + extra_gens
   counts = Counts(samples=counts.samples + per_problem(gens),
                   generated=counts.generated + per_problem(lengths + extra_tokens),
-                  verified=counts.verified + per_problem(lengths + extra_tokens),
+                  verified=counts.verified + per_problem(after - before),
                   budget_used=jnp.maximum(counts.budget_used, per_problem(gens)))
   rows = jnp.arange(book.hist.shape[0])
   step = jnp.minimum(book.num_steps, book.hist.shape[1] - 1)
@@ -207,12 +213,16 @@ def tree_search(prompts: Sequence[Sequence[int]], policy: base.Policy, verifier:
   n, sampler = tree.n, policy.sampler
   toks, lens = sampler.pad_prompts(padded, max_len)
   toks, lens = toks[:len(padded)], lens[:len(padded)]
+  # The verifier's own prompt rows (default: the policy's) and cache slots: the PRM writes
+  # each step as a block of up to max_step_tokens slots past the row's end.
+  vtoks, vlens, slots = verifier.search_prompts(padded, toks, lens, max_len,
+                                                config.max_step_tokens,
+                                                config.max_rounds + tree.lookahead)
   if config.mesh is not None:
-    toks, lens = mesh_lib.shard_batch((toks, lens), config.mesh)
-  toks, lens = jnp.asarray(toks), jnp.asarray(lens)
+    toks, lens, vtoks, vlens = mesh_lib.shard_batch((toks, lens, vtoks, vlens), config.mesh)
+  toks, lens, vtoks, vlens = map(jnp.asarray, (toks, lens, vtoks, vlens))
   state = _broadcast(sampler.prefill(policy.params, toks, lens, max_len), n)
-  # The PRM writes each step as a block of max_step_tokens slots past the row's end.
-  score_state = _broadcast(verifier.prefill(toks, lens, max_len + config.max_step_tokens), n)
+  score_state = _broadcast(verifier.prefill(vtoks, vlens, slots), n)
 
   b = n * len(padded)
   book = Book(alive=jnp.ones((b,), bool), finished=jnp.zeros((b,), bool),
@@ -220,7 +230,7 @@ def tree_search(prompts: Sequence[Sequence[int]], policy: base.Policy, verifier:
               hist=jnp.full((b, config.max_rounds), jnp.nan, jnp.float32),
               num_steps=jnp.zeros((b,), jnp.int32))
   zeros = jnp.zeros((len(padded),), jnp.int32)
-  counts = Counts(samples=zeros, generated=zeros, verified=lens.astype(jnp.int32),
+  counts = Counts(samples=zeros, generated=zeros, verified=vlens.astype(jnp.int32),
                   budget_used=zeros)
   if config.mesh is not None:
     book, counts = mesh_lib.shard_batch((book, counts), config.mesh)
@@ -231,17 +241,19 @@ def tree_search(prompts: Sequence[Sequence[int]], policy: base.Policy, verifier:
     key = jax.random.fold_in(rng, r)
     state, out = decode(state.replace(done=~book.expand), key, temperature=config.temperature,
                         top_p=config.top_p)
+    before = score_state.positions
     score_state, logit = verifier.extend(
         score_state, step_block(out.tokens, out.lengths, config.max_step_tokens), out.lengths)
+    after = score_state.positions
     extra_gens = extra_tokens = jnp.zeros_like(out.lengths)
     if tree.lookahead:
-      logit, extra_gens, extra_tokens = rollout(
+      logit, extra_gens, extra_tokens, after = rollout(
           decode, verifier, state, score_state, book.expand, tree.lookahead, key,
           config.max_step_tokens)
     last = r + 1 == config.max_rounds
     book, counts, state, score_state = _update(
         book, counts, state, score_state, logit, out.lengths, state.done, extra_gens,
-        extra_tokens, tree=tree, aggregation=verifier.aggregation, select=not last)
+        extra_tokens, before, after, tree=tree, aggregation=verifier.aggregation, select=not last)
     if last or not bool(book.expand.any()):  # a global reduction: fine on every host
       break
 
@@ -250,11 +262,12 @@ def tree_search(prompts: Sequence[Sequence[int]], policy: base.Policy, verifier:
 
 def rollout(decode: Callable, verifier: base.Verifier, state, score_state, expand: jax.Array,
             k: int, rng: jax.Array, max_step_tokens: int
-            ) -> tuple[jax.Array, jax.Array, jax.Array]:
+            ) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
   """Lookahead (paper §5.2): greedy k-step rollouts of the rows in `expand` that have not ended.
 
   Returns the PRM logit at each rollout's end (the step's own logit where no
-  rollout ran), and per row the rollout steps and tokens generated.
+  rollout ran), and per row the rollout steps, tokens generated and the verifier's position at
+  the rollout's end.
   """
   st = state.replace(done=state.done | ~expand)
   sc = score_state
@@ -265,7 +278,7 @@ def rollout(decode: Callable, verifier: base.Verifier, state, score_state, expan
     sc, _ = verifier.extend(sc, step_block(out.tokens, out.lengths, max_step_tokens),
                             out.lengths)
     tokens = tokens + out.lengths
-  return sc.logit, gens, tokens
+  return sc.logit, gens, tokens, sc.positions
 
 
 def _result(tree: Tree, state, book: Book, counts: Counts, prompts, policy: base.Policy,

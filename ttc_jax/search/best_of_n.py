@@ -8,7 +8,8 @@ naive best-of-N or majority vote.
 
 Counts: `samples` = N per problem; `generated_tokens` = the samples' lengths;
 `verifier_tokens` = prompt + solution tokens of every sample (the full pass
-encodes each sample's prompt; padding is not counted); `budget_used` = N.
+encodes each sample's prompt; padding is not counted; an open PRM counts its own
+format's rows, `Verifier.score_rows`); `budget_used` = N.
 """
 
 from __future__ import annotations
@@ -42,7 +43,9 @@ def best_of_n(prompts: Sequence[Sequence[int]], policy: base.Policy, verifier: b
   # verifier's compiled shape constant.
   ends = tokenizers.find_step_ends(rows, tok, policy.task.step_delimiter, prompt_len,
                                    max_steps=max_len)
-  inputs = (rows, ends)
+  # The verifier's own rows (default: these; an open PRM's format, search/open_prm.py).
+  vrows, vends, vcount = verifier.score_rows(rows, ends, prompt_len, lengths)
+  inputs = (vrows, vends)
   if config.mesh is not None:
     inputs = mesh_lib.shard_batch(inputs, config.mesh)
   step_scores = mesh_lib.to_host(verifier.step_scores(*map(jnp.asarray, inputs)))
@@ -51,7 +54,7 @@ def best_of_n(prompts: Sequence[Sequence[int]], policy: base.Policy, verifier: b
   q = len(prompts)
   result = base.SearchResult.empty(
       samples=np.full((q,), n), generated_tokens=lengths.reshape(-1, n).sum(1)[:q],
-      verifier_tokens=(prompt_len + lengths).reshape(-1, n).sum(1)[:q],
+      verifier_tokens=np.asarray(vcount, np.int64).reshape(-1, n).sum(1)[:q],
       budget_used=np.full((q,), n))
   for i in range(q):
     sl = slice(i * n, (i + 1) * n)
