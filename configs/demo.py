@@ -24,6 +24,11 @@ def get_config() -> ml_collections.ConfigDict:
   # The character tokenizer over the task's alphabet (one id per character).
   c.tokenizer = ml_collections.ConfigDict(dict(name="char"))
 
+  # A pretrained policy instead of one trained here (docs/design.md, "Checkpoints"):
+  # a save_pretrained directory; its config.json then fixes the architecture below.
+  c.policy = ml_collections.ConfigDict(dict(checkpoint="", param_dtype="float32",
+                                            pretrain_tokens=0, chat_template=False))
+
   c.model = ml_collections.ConfigDict(dict(
       d_model=64, num_layers=2, num_heads=4, num_kv_heads=2, head_dim=16, mlp_dim=192,
       max_len=80))
@@ -43,6 +48,10 @@ def get_config() -> ml_collections.ConfigDict:
   c.prm.train = ml_collections.ConfigDict(dict(
       total_steps=800, batch_size=64, learning_rate=1e-3, warmup_steps=50,
       checkpoint_every=200, keep_checkpoints=2, log_every=50))
+  # An open PRM instead (checkpoint + its scoring rule, models/open_prm.py): '' trains ours.
+  c.prm.checkpoint = ""
+  c.prm.format = ""
+  c.prm.param_dtype = "float32"
   # ORM: final-answer correctness of the same base-LM samples.
   c.orm = ml_collections.ConfigDict()
   c.orm.train = ml_collections.ConfigDict(dict(
@@ -82,7 +91,8 @@ def get_config() -> ml_collections.ConfigDict:
                        checkpoint_every=200, keep_checkpoints=2, log_every=50),
       min_param_ratio=4.0, large_samples=4, difficulty_samples=64, predicted_samples=16,
       num_bins=5, batch_prompts=16, temperature=1.0, baseline="best_of_n", cv_seed=0,
-      interpolate=False, r_values=(0.16, 0.79, 22.0)))
+      interpolate=False, r_values=(0.16, 0.79, 22.0),
+      large_checkpoint="", large_pretrain_tokens=0))  # a pretrained larger model instead
 
   c.mesh = ml_collections.ConfigDict(dict(data=0, model=1))  # data=0: all devices
   return c

@@ -218,7 +218,7 @@ def job(tmp_path_factory):
   data = data_stage.run(r)
   lm = base_lm.run(r, data)
   labels = prm_labels.run(r, data, lm)
-  verifiers = verifiers_stage.train(r, lm, labels)  # no verifier eval: difficulty samples anew
+  verifiers = verifiers_stage.train(r, data, lm, labels)  # no verifier eval: difficulty samples anew
   search.run(r, data, lm, verifiers)
   return types.SimpleNamespace(r=r, data=data, lm=lm, verifiers=verifiers)
 
@@ -283,7 +283,8 @@ def test_stages_write_their_outputs_and_rerun_skips(job, tmp_path):
   with pytest.raises(ValueError, match=r"flops.json does not exist") as excinfo:
     report.run(r, data)
   _one_line_error(excinfo, "allocator")
-  fl = allocator.flops_exchange(r, diff, large, strategy, skipped)
+  fl = allocator.flops_exchange(r, diff, large, strategy, skipped, r.model_cfg.num_params)
+  assert fl["n_verifier"] == r.model_cfg.num_params
   assert fl["skipped_rows"] == ["revisions/seq_length=4@4"]
   assert {(row["variant"], row["r"]) for row in fl["table"]} == {
       (v, rv) for v in ("policy", "policy+verifier") for rv in flops.PAPER_R_VALUES}

@@ -46,6 +46,20 @@ CASES = {
     "unknown stage to rerun": (
         ["--rerun_from=everything"], "--rerun_from='everything' is not a stage; stages: ['data'"),
     "stray argument": (["extra"], "unexpected arguments ['extra']"),
+    "missing policy checkpoint": (
+        ["--config.policy.checkpoint=/no/such/model"],
+        "config.policy.checkpoint='/no/such/model' does not exist; name the directory "
+        "save_pretrained wrote"),
+    "policy checkpoint without config.json": (
+        ["--config.policy.checkpoint=."],  # the test's empty directory
+        "config.policy.checkpoint='.' has no config.json"),
+    "open PRM without its format": (
+        ["--config.prm.format=qwen_math_prm"],
+        "prm.format='qwen_math_prm' is invalid; it must be the open PRM's scoring rule when "
+        "prm.checkpoint is set"),
+    "missing larger checkpoint": (
+        ["--config.allocator.large_checkpoint=/no/such/7b"],
+        "config.allocator.large_checkpoint='/no/such/7b' does not exist"),
 }
 
 

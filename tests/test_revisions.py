@@ -23,6 +23,7 @@ from ttc_jax.revisions import measurements
 from ttc_jax.revisions import sequential
 from ttc_jax.revisions import trajectories as tj
 from ttc_jax.sampling.sampler import Samples, Sampler
+from ttc_jax.search import base as search_base
 from ttc_jax.tasks import chain_arithmetic
 from ttc_jax.tasks.base import Example
 from ttc_jax.tasks.chain_arithmetic import problems as arithmetic
@@ -345,7 +346,8 @@ def _run_stages(r):
   lm = base_lm.run(r, data)
   # The sweep only reads the ORM's (graphdef, state); an untrained head keeps the test fast.
   head = reward.from_lm(lm.params, lm.cfg)
-  verifiers = state.Verifiers(prm=head, orm=head)
+  verifiers = state.Verifiers(prm=search_base.Verifier(*head), prm_num_params=lm.cfg.num_params,
+                              orm=head)
   chains = stages.revision_data(r, data, lm)
   model = stages.train_revision_model(r, lm, chains)
   sweep = lambda: stages.revisions_sweep(r, data, model, verifiers, chains, {})

@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import os
 from typing import Any, Sequence
 
@@ -279,11 +278,7 @@ def load(path: str | os.PathLike, fmt: str | PRMFormat, max_len: int | None = No
   """
   fmt = get_format(fmt)
   path = os.fspath(path)
-  cfg_file = os.path.join(path, "config.json")
-  common.check(os.path.exists(cfg_file), f"No config.json in {path!r}; pass the directory "
-               f"of the {fmt.name} checkpoint.")
-  with open(cfg_file) as f:
-    hf = json.load(f)
+  hf = common.read_config(path, f"of the {fmt.name} checkpoint")
   archs = hf.get("architectures") or []
   common.check(not fmt.architectures or all(a in fmt.architectures for a in archs),
                f"{path!r} is a {archs} checkpoint; format {fmt.name!r} reads "

@@ -14,6 +14,7 @@ from ttc_jax.io import host
 from ttc_jax.io import paths
 from ttc_jax.io import shards
 from ttc_jax.io import sweep
+from ttc_jax.models import convert
 from ttc_jax.models import reward
 from ttc_jax.models import transformer
 from ttc_jax.parallel import mesh as mesh_lib
@@ -21,6 +22,7 @@ from ttc_jax.pipeline import artifacts
 from ttc_jax.pipeline import state
 from ttc_jax.revisions import sequential
 from ttc_jax.sampling import solutions
+from ttc_jax.search import base as search_base
 from ttc_jax.tasks import base as tasks
 from ttc_jax.tokenizers import base as tokenizers
 from ttc_jax.training import batches
@@ -37,6 +39,18 @@ def train_lm(r: state.Run, data: state.Data, cfg: transformer.TransformerConfig,
   params = trainer.train(params, trainer.lm_loss(apply_fn),
                          batches.epoch_batches(data.train_arrays, train_cfg.batch_size, r.seed),
                          train_cfg, r.workdir, name=name, mesh=r.mesh)
+  return state.LM(graphdef=graphdef, params=params, cfg=cfg, sampler=r.sampler(graphdef, cfg))
+
+
+def load_lm(r: state.Run, path: str, cfg: transformer.TransformerConfig, what: str) -> state.LM:
+  """A pretrained LM of `cfg` from the `save_pretrained` directory `path`, placed on the mesh
+  tensor by tensor (`models.convert.load_hf`)."""
+  loaded, graphdef, params = convert.load_hf(path, max_len=cfg.max_len, dtype=cfg.dtype,
+                                             param_dtype=cfg.param_dtype, mesh=r.mesh)
+  if loaded != cfg:
+    raise ValueError(f"{path} holds a model other than the one the run was planned with "
+                     f"({loaded} vs {cfg}); its config.json changed: start a new workdir.")
+  r.log(what, f"loaded {cfg.num_params:,} parameters ({cfg.param_dtype}) from {path}")
   return state.LM(graphdef=graphdef, params=params, cfg=cfg, sampler=r.sampler(graphdef, cfg))
 
 
@@ -128,14 +142,18 @@ def strategy_tables(r: state.Run, data: state.Data, fields: Sequence[str]
   return questions, merged, skipped
 
 
-def score_solutions(r: state.Run, prm: tuple, sols: solutions.Solutions, max_len: int,
-                aggregation: str = "last") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-  """`(step_scores [B, max_len], num_steps [B], final [B])` of sampled solutions under `prm`.
+def score_solutions(r: state.Run, verifier: search_base.Verifier, sols: solutions.Solutions,
+                    max_len: int, aggregation: str = "last"
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """`(step_scores [B, max_len], num_steps [B], final [B])` of sampled solutions under
+  `verifier` (a PRM, or the ORM as `Verifier(*orm)`), in the verifier's own input format.
 
   One fixed step width (a step has >= 1 token) keeps the scorer's compiled shape constant.
   """
   ends = tokenizers.find_step_ends(sols.rows, r.tokenizer, r.task.step_delimiter,
                                    sols.prompt_len, max_steps=max_len)
   num_steps = (ends >= 0).sum(1)
-  steps = np.asarray(reward.step_scores(*prm, sols.rows, ends))
+  rows, v_ends, _ = verifier.score_rows(sols.rows, ends, np.asarray(sols.prompt_len),
+                                        np.asarray(sols.lengths))
+  steps = np.asarray(verifier.step_scores(rows, v_ends))
   return steps, num_steps, np.asarray(reward.aggregate(steps, num_steps, aggregation))

@@ -26,14 +26,16 @@ ORDER = ("data", "base_lm", "evaluation", "prm_labels", "verifiers", "search", "
          "larger_model", "allocator", "report")
 # stage -> (upstream stages, config field prefixes of its own).
 DEPENDS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
-    "data": ((), ("task", "tokenizer", "model.max_len")),
-    "base_lm": (("data",), ("seed", "model", "train")),
+    "data": ((), ("task", "tokenizer", "model.max_len", "policy.chat_template")),
+    "base_lm": (("data",), ("seed", "policy", "model", "train")),
     "evaluation": (("base_lm",), ("eval",)),
     "prm_labels": (("base_lm",), ("prm.labels",)),
-    "verifiers": (("prm_labels",), ("prm.train", "orm.train", "verifier_eval")),
+    "verifiers": (("prm_labels",), ("prm.train", "prm.checkpoint", "prm.format",
+                                    "prm.param_dtype", "orm.train", "verifier_eval")),
     # The grid (strategies x budgets) is not a dependency: new cells only add rows. Search
     # reads the PRM only (not the ORM or the verifier evaluation).
-    "search": (("prm_labels",), ("prm.train", "verifier_eval.aggregation",
+    "search": (("prm_labels",), ("prm.train", "prm.checkpoint", "prm.format",
+                                 "prm.param_dtype", "verifier_eval.aggregation",
                                  "search.num_questions", "search.rows_per_batch",
                                  "search.temperature", "search.max_step_tokens",
                                  "search.max_rounds")),
@@ -52,6 +54,13 @@ DEPENDS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
 # Stages a stage depends on beyond its field upstream (it reads the verifiers' PRM and ORM
 # checkpoints; the larger model shares the base LM's settings): a rerun of those reruns it.
 READS = {"search": ("verifiers",), "revisions": ("verifiers",), "larger_model": ("base_lm",)}
+# Fields added after stages began recording theirs, with the value that does what the code
+# did before they existed: a record without one of them was made with that value.
+ADDED_FIELDS = {"policy.checkpoint": "", "policy.param_dtype": "float32",
+                "policy.pretrain_tokens": 0, "policy.chat_template": False,
+                "prm.checkpoint": "", "prm.format": "",
+                "prm.param_dtype": "float32", "allocator.large_checkpoint": "",
+                "allocator.large_pretrain_tokens": 0}
 # Bookkeeping that changes no result: never a dependency.
 _EXEMPT = ("log_every", "checkpoint_every", "keep_checkpoints")
 # stage -> what it writes besides its `artifacts` files (checkpoints, TensorBoard logs).
@@ -109,7 +118,7 @@ def check(workdir: str, config: ml_collections.ConfigDict, ignore: Sequence[str]
     if stage not in recorded or stage in ignore:
       continue
     now = stage_fields(stage, flat)
-    then = recorded[stage]["fields"]
+    then = {**{k: v for k, v in ADDED_FIELDS.items() if k in now}, **recorded[stage]["fields"]}
     changed = sorted(k for k in set(now) | set(then) if now.get(k) != then.get(k))
     if changed:
       what = ", ".join(f"{k}: {then.get(k)!r} -> {now.get(k)!r}" for k in changed[:4])

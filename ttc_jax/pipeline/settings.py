@@ -7,6 +7,7 @@ section, naming any unknown key, missing key or bad value in one line.
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 from typing import Any, Sequence
 
@@ -14,6 +15,9 @@ import ml_collections
 
 from ttc_jax.allocator import flops
 from ttc_jax.io import configs
+from ttc_jax.io import paths
+from ttc_jax.models import convert
+from ttc_jax.models import open_prm
 from ttc_jax.models import reward
 from ttc_jax.models import transformer
 from ttc_jax.revisions import sequential
@@ -23,9 +27,10 @@ from ttc_jax.search import specs
 from ttc_jax.tokenizers.base import Tokenizer
 from ttc_jax.training import trainer
 
-TOP_LEVEL_KEYS = ("workdir", "seed", "task", "tokenizer", "model", "train", "eval", "mesh", "prm",
-                  "orm", "verifier_eval", "search", "revisions", "allocator")
-TOKENIZERS = ("char",)
+TOP_LEVEL_KEYS = ("workdir", "seed", "task", "tokenizer", "policy", "model", "train", "eval",
+                  "mesh", "prm", "orm", "verifier_eval", "search", "revisions", "allocator")
+TOKENIZERS = ("char", "hf")
+PARAM_DTYPES = ("float32", "bfloat16", "float16")
 LARGE_FIELDS = ("d_model", "num_layers", "num_heads", "num_kv_heads", "head_dim", "mlp_dim")
 
 
@@ -38,6 +43,71 @@ def require(section: str, checks: Sequence[tuple[str, Any, bool, str]]) -> None:
 
 def _positive(section: str, obj: Any, *fields: str) -> None:
   require(section, [(f, getattr(obj, f), getattr(obj, f) >= 1, ">= 1") for f in fields])
+
+
+def _checkpoint_dir(section: str, field: str, path: str) -> None:
+  """A pretrained checkpoint path must be a `save_pretrained` directory (config.json in it)."""
+  require(section, [(field, path, isinstance(path, str), "a directory path ('' for none)")])
+  if path and not paths.exists(paths.join(path, "config.json")):
+    what = "does not exist" if not paths.exists(path) else "has no config.json"
+    raise ValueError(f"config.{section}.{field}={path!r} {what}; name the directory "
+                     f"save_pretrained wrote (config.json, model.safetensors), or '' to train "
+                     f"the model on the task.")
+
+
+@dataclasses.dataclass(frozen=True)
+class PolicyConfig:
+  """A pretrained policy (config section `policy`, docs/design.md "Checkpoints").
+
+  Attributes:
+    checkpoint: a `save_pretrained` directory of a family `models.convert` reads; '' (the
+      default) trains the policy from scratch on the task. With one, its config.json sets
+      the architecture and config.model only `max_len` (the context) and `dtype`.
+    param_dtype: the parameters' dtype on the devices (bfloat16 for real models).
+    pretrain_tokens: the tokens it was pretrained on, D_pretrain of the FLOPs exchange
+      (paper §7; from its model card); required with a checkpoint.
+    chat_template: each task prompt becomes the user turn of the tokenizer's chat template,
+      the assistant turn opened (instruct models); needs an 'hf' tokenizer with a template.
+  """
+
+  checkpoint: str = ""
+  param_dtype: str = "float32"
+  pretrain_tokens: int = 0
+  chat_template: bool = False
+
+  def __post_init__(self):
+    _checkpoint_dir("policy", "checkpoint", self.checkpoint)
+    require("policy", [
+        ("param_dtype", self.param_dtype, self.param_dtype in PARAM_DTYPES,
+         f"one of {list(PARAM_DTYPES)}"),
+        ("pretrain_tokens", self.pretrain_tokens,
+         self.pretrain_tokens >= 1 or not self.checkpoint,
+         ">= 1 with a checkpoint (its pretraining tokens, for the FLOPs exchange)")])
+
+
+@dataclasses.dataclass(frozen=True)
+class PRMConfig:
+  """An open PRM in place of the trained one (`config.prm.checkpoint` / `config.prm.format`).
+
+  `checkpoint` '' (the default) trains the PRM on the MC labels; otherwise `format` names
+  its scoring rule (`models.open_prm.FORMATS`) and the PRM training is skipped (the labels
+  and the ORM still are made: the ORM and the label AUROCs use them).
+  """
+
+  checkpoint: str = ""
+  format: str = ""
+  param_dtype: str = "float32"
+
+  def __post_init__(self):
+    _checkpoint_dir("prm", "checkpoint", self.checkpoint)
+    require("prm", [
+        ("format", self.format, bool(self.format) == bool(self.checkpoint),
+         f"the open PRM's scoring rule when prm.checkpoint is set (one of "
+         f"{sorted(open_prm.FORMATS)}), and '' without one"),
+        ("format", self.format, not self.format or self.format in open_prm.FORMATS,
+         f"one of {sorted(open_prm.FORMATS)}"),
+        ("param_dtype", self.param_dtype, self.param_dtype in PARAM_DTYPES,
+         f"one of {list(PARAM_DTYPES)}")])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -235,6 +305,10 @@ class AllocatorConfig:
     cv_seed: seeds the 2-fold split inside each bin (paper §3.2).
     interpolate: match budgets on the log2-linear accuracy curve instead of measured points.
     r_values: R = D_inference / D_pretrain of the FLOPs exchange [0.16, 0.79, 22].
+    large_checkpoint: a pretrained larger model (a `save_pretrained` directory of the
+      policy's family and vocabulary, e.g. a 7B beside a 0.5B) instead of training one; its
+      config.json replaces the large_* shape, and large_pretrain_tokens (its model card's
+      count, >= 1) its D_pretrain.
   """
 
   large_d_model: int = 192
@@ -255,9 +329,15 @@ class AllocatorConfig:
   cv_seed: int = 0
   interpolate: bool = False
   r_values: tuple[float, ...] = flops.PAPER_R_VALUES
+  large_checkpoint: str = ""
+  large_pretrain_tokens: int = 0
 
   def __post_init__(self):
     object.__setattr__(self, "r_values", tuple(float(r) for r in self.r_values))
+    _checkpoint_dir("allocator", "large_checkpoint", self.large_checkpoint)
+    require("allocator", [("large_pretrain_tokens", self.large_pretrain_tokens,
+                           self.large_pretrain_tokens >= 1 or not self.large_checkpoint,
+                           ">= 1 with large_checkpoint (its pretraining tokens)")])
     checks = [(f"large_{f}", getattr(self, f"large_{f}") >= 1, ">= 1") for f in LARGE_FIELDS]
     checks += [
         ("large_num_heads", self.large_num_heads % self.large_num_kv_heads == 0,
@@ -285,8 +365,18 @@ class AllocatorConfig:
 
   def large_model_config(self, base: transformer.TransformerConfig
                          ) -> transformer.TransformerConfig:
-    """The larger model: the base's config with this shape; checks `min_param_ratio`."""
-    large = dataclasses.replace(base, **{f: getattr(self, f"large_{f}") for f in LARGE_FIELDS})
+    """The larger model: the base's config with this shape, or the config of
+    `large_checkpoint` (with the base's context and dtypes); checks `min_param_ratio`."""
+    if self.large_checkpoint:
+      large = checkpoint_config(self.large_checkpoint, base.max_len, base.dtype,
+                                base.param_dtype)
+      if large.vocab_size != base.vocab_size:
+        raise ValueError(f"allocator.large_checkpoint={self.large_checkpoint!r} has vocab_size "
+                         f"{large.vocab_size}, the policy {base.vocab_size}; the FLOPs exchange "
+                         f"compares models of one family and tokenizer.")
+    else:
+      large = dataclasses.replace(base, **{f: getattr(self, f"large_{f}")
+                                           for f in LARGE_FIELDS})
     ratio = large.num_params / base.num_params
     if ratio < self.min_param_ratio:
       raise ValueError(f"allocator: the larger model has {large.num_params:,} parameters, "
@@ -300,6 +390,8 @@ class AllocatorConfig:
 class Settings:
   """All sections of the config, validated."""
 
+  policy: PolicyConfig
+  prm: PRMConfig
   train: trainer.TrainConfig
   eval: EvalConfig
   prm_labels: PRMLabelConfig
@@ -320,7 +412,8 @@ def parse(config: ml_collections.ConfigDict) -> Settings:
   for key in ("task", "model", "mesh", "prm.labels", "prm.train", "orm", "orm.train",
               "verifier_eval", "search", "revisions.train", "allocator"):
     section(config, key)
-  for key, valid in (("prm", {"labels", "train"}), ("orm", {"train"})):
+  prm_keys = {f.name for f in dataclasses.fields(PRMConfig)}
+  for key, valid in (("prm", {"labels", "train"} | prm_keys), ("orm", {"train"})):
     if set(config[key].keys()) - valid:
       raise ValueError(f"Unknown key(s) {sorted(set(config[key].keys()) - valid)} in "
                        f"config.{key}; valid keys: {sorted(valid)}.")
@@ -335,7 +428,10 @@ def parse(config: ml_collections.ConfigDict) -> Settings:
   allocator = dict(config.allocator)
   if "large_train" in allocator:
     allocator["large_train"] = train("allocator.large_train")
+  prm = {k: v for k, v in dict(config.prm).items() if k in prm_keys}
   settings = Settings(
+      policy=configs.from_section(PolicyConfig, config.get("policy") or {}, "policy"),
+      prm=configs.from_section(PRMConfig, prm, "prm"),
       train=train("train"),
       eval=configs.from_section(EvalConfig, section(config, "eval"), "eval"),
       prm_labels=configs.from_section(PRMLabelConfig, config.prm.labels, "prm.labels"),
@@ -383,6 +479,30 @@ def _check_mesh_and_seed(config: ml_collections.ConfigDict) -> None:
     raise ValueError(f"config.seed={configs.short_repr(config.get('seed'))} must be an int.")
 
 
-def model_config(config: ml_collections.ConfigDict, vocab_size: int) -> transformer.TransformerConfig:
-  return configs.from_section(transformer.TransformerConfig, config.model, "model",
-                              vocab_size=vocab_size)
+def checkpoint_config(path: str, max_len: int | None, dtype: str, param_dtype: str
+                      ) -> transformer.TransformerConfig:
+  """The `TransformerConfig` of a `save_pretrained` directory (its config.json)."""
+  with paths.open_file(paths.join(path, "config.json")) as f:
+    hf = json.load(f)
+  return convert.config_from_hf(hf, max_len=max_len, dtype=dtype, param_dtype=param_dtype)
+
+
+def model_config(config: ml_collections.ConfigDict, vocab_size: int,
+                 policy: PolicyConfig | None = None) -> transformer.TransformerConfig:
+  """The policy's config: from `config.model`, or from `policy.checkpoint` (its architecture,
+  with `config.model`'s max_len and dtype, and every other key of config.model refused)."""
+  if policy is None or not policy.checkpoint:
+    return configs.from_section(transformer.TransformerConfig, config.model, "model",
+                                vocab_size=vocab_size)
+  extra = sorted(set(config.model.keys()) - {"max_len", "dtype"})
+  if extra:
+    raise ValueError(f"config.model sets {extra}, but policy.checkpoint="
+                     f"{policy.checkpoint!r} fixes the architecture; config.model may set only "
+                     f"max_len and dtype with a checkpoint.")
+  cfg = checkpoint_config(policy.checkpoint, config.model.get("max_len"),
+                          config.model.get("dtype", "float32"), policy.param_dtype)
+  if vocab_size > cfg.vocab_size:
+    raise ValueError(f"The tokenizer has {vocab_size} ids but policy.checkpoint="
+                     f"{policy.checkpoint!r} embeds {cfg.vocab_size}; use the checkpoint's own "
+                     f"tokenizer (config.tokenizer=dict(name='hf')).")
+  return cfg

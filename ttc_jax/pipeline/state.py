@@ -24,10 +24,13 @@ from ttc_jax.models import transformer
 from ttc_jax.parallel import mesh as mesh_lib
 from ttc_jax.pipeline import settings as settings_lib
 from ttc_jax.sampling.sampler import Sampler
+from ttc_jax.search import base as search_base
 from ttc_jax.tasks import base as tasks
 from ttc_jax.tasks import chain_arithmetic  # pylint: disable=unused-import  (registers the task)
+from ttc_jax.tasks import math  # pylint: disable=unused-import  (registers the task)
 from ttc_jax.tokenizers import base as tokenizers
 from ttc_jax.tokenizers.char import CharTokenizer
+from ttc_jax.tokenizers.hf import HFTokenizer
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,10 +54,12 @@ class Run:
     workdir = metrics.ensure_writable_dir(
         config.workdir, "the job writes its checkpoints, metrics and results there.")
     task = tasks.create(config.task, paths.join(workdir, "data"))
-    tokenizer = make_tokenizer(config.get("tokenizer", {}), task)
+    tokenizer = make_tokenizer(config.get("tokenizer", {}), task, parsed.policy.checkpoint)
     tokenizer.step_ids(task.step_delimiter)  # the delimiter must be writable
+    if parsed.policy.chat_template:
+      chat_prompt(tokenizer, "")  # the tokenizer has a chat template
     parsed.revisions.check_window(tokenizer, task.attempt_separator)
-    model_cfg = settings_lib.model_config(config, tokenizer.vocab_size)
+    model_cfg = settings_lib.model_config(config, tokenizer.vocab_size, parsed.policy)
     parsed.allocator.large_model_config(model_cfg)  # checks the larger model's size now
     mesh = mesh_lib.make_mesh(data=config.mesh.data or None, model=config.mesh.model)
     return cls(config=config, settings=parsed, workdir=workdir, task=task, tokenizer=tokenizer,
@@ -75,18 +80,38 @@ class Run:
     return Sampler.for_transformer(graphdef, cfg, self.tokenizer, self.task.step_delimiter)
 
 
-def make_tokenizer(section: Any, task: tasks.Task) -> tokenizers.Tokenizer:
-  """The tokenizer `config.tokenizer` names ('char': the task's alphabet)."""
+def make_tokenizer(section: Any, task: tasks.Task, checkpoint: str = "") -> tokenizers.Tokenizer:
+  """The tokenizer `config.tokenizer` names: 'char' (the task's alphabet), or 'hf' (the
+  `tokenizer.json` in `path`, by default the policy checkpoint's directory)."""
   values = dict(section) if hasattr(section, "keys") else {"name": section}
   name = values.pop("name", "char")
-  if name not in settings_lib.TOKENIZERS or values:
+  path = values.pop("path", "") if name == "hf" else None
+  if name not in settings_lib.TOKENIZERS or values or not isinstance(path, (str, type(None))):
     raise ValueError(f"config.tokenizer={configs.short_repr(section)}: supported tokenizers "
-                     f"are {list(settings_lib.TOKENIZERS)}, as dict(name=...) with no other "
-                     f"keys.")
+                     f"are dict(name='char') and dict(name='hf', path=DIR) (path '' = "
+                     f"policy.checkpoint), with no other keys.")
+  if name == "hf":
+    path = path or checkpoint
+    if not path:
+      raise ValueError("config.tokenizer=dict(name='hf') needs a path: set tokenizer.path or "
+                       "policy.checkpoint to a directory holding tokenizer.json.")
+    return HFTokenizer.from_dir(path)
+  if checkpoint:
+    raise ValueError(f"config.tokenizer is 'char' but policy.checkpoint={checkpoint!r} is a "
+                     f"pretrained model; use its tokenizer: config.tokenizer=dict(name='hf').")
   if task.alphabet is None:
     raise ValueError(f"Task {task.name!r} has no alphabet, so the char tokenizer cannot write "
                      "it; name another config.tokenizer.")
   return CharTokenizer(task.alphabet)
+
+
+def chat_prompt(tokenizer: tokenizers.Tokenizer, prompt: str) -> str:
+  """`prompt` as the user turn of the tokenizer's chat template, the assistant's turn opened."""
+  if not hasattr(tokenizer, "apply_chat_template"):
+    raise ValueError("policy.chat_template=True needs a tokenizer with a chat template: "
+                     "config.tokenizer=dict(name='hf').")
+  return tokenizer.apply_chat_template([{"role": "user", "content": prompt}],
+                                       add_generation_prompt=True)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -118,7 +143,9 @@ class Labels:
 
 @dataclasses.dataclass(frozen=True)
 class Verifiers:
-  """The trained PRM and ORM, each `(graphdef, state)` of `models.reward`."""
+  """The PRM as the `Verifier` search calls (ours, trained, or an open one), its parameter
+  count (the verifier's N of the FLOPs exchange), and the ORM `(graphdef, state)`."""
 
-  prm: tuple[nnx.GraphDef, Any]
+  prm: search_base.Verifier
+  prm_num_params: int
   orm: tuple[nnx.GraphDef, Any]

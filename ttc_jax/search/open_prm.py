@@ -17,7 +17,6 @@ ships one) must equal the policy's, or construction raises ValueError.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from typing import Any, Mapping, Sequence
 
@@ -25,6 +24,7 @@ import jax
 import numpy as np
 
 from ttc_jax.models import open_prm, reward
+from ttc_jax.models.convert import common
 from ttc_jax.search import base
 from ttc_jax.tokenizers.base import Tokenizer
 
@@ -160,12 +160,8 @@ def from_checkpoint(path: str | os.PathLike, fmt: str | open_prm.PRMFormat,
   where they can.
   """
   fmt = open_prm.get_format(fmt)
-  cfg_file = os.path.join(os.fspath(path), "config.json")
-  if not os.path.exists(cfg_file):
-    raise ValueError(f"No config.json in {os.fspath(path)!r}; pass the directory of the "
-                     f"{fmt.name} checkpoint.")
-  with open(cfg_file) as f:
-    vocab_size = int(json.load(f)["vocab_size"])
+  vocab_size = int(common.read_config(os.fspath(path), f"of the {fmt.name} checkpoint")
+                   ["vocab_size"])
   prm_tok = check_vocab(path, vocab_size, tokenizer)
   chat = prm_tok if prm_tok is not None and prm_tok.chat_template else None
   sp = open_prm.spec(fmt, tokenizer, vocab_size)

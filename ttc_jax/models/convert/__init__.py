@@ -13,7 +13,6 @@ loading needs neither torch nor a network, and go one by one, cast to
 
 from __future__ import annotations
 
-import json
 import os
 
 from flax import nnx
@@ -61,11 +60,7 @@ def load_hf(path: str | os.PathLike, max_len: int | None = None, dtype: str = "f
   by those names (as `parallel.mesh.shard_params` would place a fresh model).
   """
   path = os.fspath(path)
-  cfg_file = os.path.join(path, "config.json")
-  common.check(os.path.exists(cfg_file), f"No config.json in {path!r}; pass the directory "
-               f"written by save_pretrained.")
-  with open(cfg_file) as f:
-    hf = json.load(f)
+  hf = common.read_config(path)
   cfg = config_from_hf(hf, max_len=max_len, dtype=dtype, param_dtype=param_dtype)
   ckpt = safetensors_files.Checkpoint(path)
   graphdef, state = common.load(ckpt, cfg, _BY_TYPE[hf["model_type"]].NAME, mesh)

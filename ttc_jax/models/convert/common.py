@@ -9,6 +9,8 @@ parameter dtype, straight into its mesh layout.
 
 from __future__ import annotations
 
+import json
+import os
 from typing import Any, Callable
 
 import jax
@@ -28,6 +30,14 @@ IGNORED_SUFFIXES = ("rotary_emb.inv_freq",)
 def check(ok: bool, msg: str) -> None:
   if not ok:
     raise ValueError(msg)
+
+
+def read_config(path: str, what: str = "written by save_pretrained") -> dict[str, Any]:
+  """The `config.json` of checkpoint directory `path`; a one-line error naming it if absent."""
+  cfg_file = os.path.join(path, "config.json")
+  check(os.path.exists(cfg_file), f"No config.json in {path!r}; pass the directory {what}.")
+  with open(cfg_file) as f:
+    return json.load(f)
 
 
 def base_fields(hf: dict) -> dict[str, Any]:

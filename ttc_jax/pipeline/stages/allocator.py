@@ -39,7 +39,7 @@ def run(r: state.Run, data: state.Data, lm: state.LM, verifiers: state.Verifiers
   diff = difficulty_bins(r, data, lm, verifiers)
   questions, strategy, skipped = common.strategy_tables(r, data, FIELDS)
   result = allocate(r, diff, strategy, skipped)
-  flops_exchange(r, diff, larger, strategy, skipped)
+  flops_exchange(r, diff, larger, strategy, skipped, verifiers.prm_num_params)
   return result
 
 
@@ -145,12 +145,13 @@ def allocate(r: state.Run, diff: dict[str, Any], strategy: dict[str, tables.Tabl
 
 
 def flops_exchange(r: state.Run, diff: dict[str, Any], larger: dict[str, Any],
-                   strategy: dict[str, tables.Table], skipped: list[str]) -> dict[str, Any]:
+                   strategy: dict[str, tables.Table], skipped: list[str],
+                   verifier_params: int) -> dict[str, Any]:
   """The FLOPs exchange table and a FLOPs-matched comparison (paper §7, Fig. 9)."""
   cfg = r.settings.allocator
   result = tables.flops_matched(
       strategy, np.asarray(diff["oracle_bins"]), larger, n_small=r.model_cfg.num_params,
-      n_verifier=r.model_cfg.num_params, d_pretrain=larger["base_pretrain_tokens"],
+      n_verifier=verifier_params, d_pretrain=larger["base_pretrain_tokens"],
       r_values=cfg.r_values, baseline=cfg.baseline, seed=cfg.cv_seed)
   result["skipped_rows"] = skipped
   metrics.write_json(r.path(artifacts.FLOPS), result)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from ttc_jax.io import host
 from ttc_jax.pipeline import state
 from ttc_jax.training import batches
@@ -14,6 +16,9 @@ def run(r: state.Run) -> state.Data:
   host.barrier("data prepared")
   train, test = r.task.examples("train"), r.task.examples("test")
   tok = r.tokenizer
+  if r.settings.policy.chat_template:  # an instruct policy reads its prompts as chat turns
+    chat = lambda e: dataclasses.replace(e, prompt=state.chat_prompt(tok, e.prompt))
+    train, test = [chat(e) for e in train], [chat(e) for e in test]
   arrays = batches.lm_arrays([tok.encode(e.prompt, bos=True) for e in train],
                              [tok.encode(e.solution, eos=True) for e in train],
                              r.model_cfg.max_len, tok.pad_id, names=[e.question for e in train])

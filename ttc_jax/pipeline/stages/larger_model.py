@@ -36,19 +36,19 @@ def run(r: state.Run, data: state.Data) -> dict[str, Any]:
     r.log("larger model", "already complete; skipped")
     return result
   t0 = time.time()
-  lm = common.train_lm(r, data, large_cfg, cfg.large_train, "larger_lm", r.seed + 11)
+  if cfg.large_checkpoint:
+    lm = common.load_lm(r, cfg.large_checkpoint, large_cfg, "larger model")
+  else:
+    lm = common.train_lm(r, data, large_cfg, cfg.large_train, "larger_lm", r.seed + 11)
   train_s = time.time() - t0
   greedy, pass1, tokens = greedy_and_pass1(r, lm, examples)
-  tok, tc = r.tokenizer.pad_id, cfg.large_train
+  large_tokens, base_tokens = pretrain_tokens(r, data)
   result = {
-      "model": {f: getattr(large_cfg, f) for f in settings.LARGE_FIELDS},
+      "model": ({"checkpoint": cfg.large_checkpoint} if cfg.large_checkpoint
+                else {f: getattr(large_cfg, f) for f in settings.LARGE_FIELDS}),
       "num_params": large_cfg.num_params, "base_num_params": r.model_cfg.num_params,
       "param_ratio": round(large_cfg.num_params / r.model_cfg.num_params, 4),
-      "pretrain_tokens": batches.pretrain_tokens(data.train_arrays["tokens"], tok,
-                                                 tc.total_steps, tc.batch_size),
-      "base_pretrain_tokens": batches.pretrain_tokens(
-          data.train_arrays["tokens"], tok, r.settings.train.total_steps,
-          r.settings.train.batch_size),
+      "pretrain_tokens": large_tokens, "base_pretrain_tokens": base_tokens,
       "question": [e.question for e in examples], "level": [e.level for e in examples],
       "greedy_correct": greedy.astype(int).tolist(),
       "pass@1": np.round(pass1, 4).tolist(), "greedy_tokens": tokens.astype(int).tolist(),
@@ -61,6 +61,18 @@ def run(r: state.Run, data: state.Data) -> dict[str, Any]:
   r.log("larger model", f"{result['num_params']:,} params ({result['param_ratio']:.2f}x); "
         f"greedy {result['greedy_accuracy']:.3f}, pass@1 {result['pass@1_accuracy']:.3f}")
   return result
+
+
+def pretrain_tokens(r: state.Run, data: state.Data) -> tuple[int, int]:
+  """D_pretrain of the larger and the base model (paper §7): the configured counts of
+  pretrained checkpoints, else the tokens their training on the task read."""
+  cfg, pad = r.settings.allocator, r.tokenizer.pad_id
+  trained = lambda tc: batches.pretrain_tokens(data.train_arrays["tokens"], pad,
+                                               tc.total_steps, tc.batch_size)
+  large = cfg.large_pretrain_tokens if cfg.large_checkpoint else trained(cfg.large_train)
+  policy = r.settings.policy
+  base = policy.pretrain_tokens if policy.checkpoint else trained(r.settings.train)
+  return int(large), int(base)
 
 
 def greedy_and_pass1(r: state.Run, lm: state.LM, examples: list

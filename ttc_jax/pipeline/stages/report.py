@@ -146,11 +146,15 @@ def _headline_text(opt: Mapping[str, Any]) -> str:
 
 def _setup_section(r: state.Run, large: Mapping[str, Any], diff: Mapping[str, Any],
                    num_questions: int) -> dict[str, Any]:
+  policy, alloc = r.settings.policy, r.settings.allocator
+  base = f" (pretrained: {policy.checkpoint})" if policy.checkpoint else ""
+  larger = ("pretrained." if alloc.large_checkpoint else
+            f"trained on the same data for {alloc.large_train.total_steps} steps.")
   return {"title": "Setup",
           "text": f"{num_questions} test questions (the search stage's). Base LM "
-                  f"{r.model_cfg.num_params:,} parameters; larger LM {large['num_params']:,} "
-                  f"({large['param_ratio']:.2f}x, {large['model']}), trained on the same data "
-                  f"for {r.settings.allocator.large_train.total_steps} steps.",
+                  f"{r.model_cfg.num_params:,} parameters{base}; larger LM "
+                  f"{large['num_params']:,} ({large['param_ratio']:.2f}x, {large['model']}), "
+                  f"{larger}",
           "table": [{"model": "base", "params": r.model_cfg.num_params,
                      "mean pass@1 (difficulty samples)": round(float(np.mean(diff["pass@1"])), 4)},
                     {"model": "larger", "params": large["num_params"],

@@ -38,7 +38,7 @@ def run(r: state.Run, data: state.Data, lm: state.LM,
   cfg = r.settings.search
   examples = common.search_examples(r, data)
   policy = base.Policy(lm.sampler, lm.params, r.tokenizer, r.task)
-  verifier = base.Verifier(*verifiers.prm, aggregation=r.settings.verifier_eval.aggregation)
+  verifier = verifiers.prm
   setup = common.search_setup(r, examples)
   cells = [{**c, "setup": setup}
            for c in specs.cells(cfg.strategies, cfg.budgets, cfg.search_config())]

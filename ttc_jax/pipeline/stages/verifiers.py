@@ -26,14 +26,18 @@ from ttc_jax.pipeline import artifacts
 from ttc_jax.pipeline import common
 from ttc_jax.pipeline import state
 from ttc_jax.sampling import solutions
+from ttc_jax.search import base as search_base
+from ttc_jax.search import open_prm
 from ttc_jax.search import selection
 from ttc_jax.tasks import base as tasks
 from ttc_jax.training import batches
 from ttc_jax.training import prm_labels
 from ttc_jax.training import trainer
 
-def train(r: state.Run, lm: state.LM, labels: state.Labels) -> state.Verifiers:
-  """Fine-tunes the PRM (soft step labels) and the ORM (answer correctness) from the base LM."""
+def train(r: state.Run, data: state.Data, lm: state.LM, labels: state.Labels
+          ) -> state.Verifiers:
+  """Fine-tunes the PRM (soft step labels), or loads the open one of `prm.checkpoint`, and
+  fine-tunes the ORM (answer correctness) from the base LM."""
   d = labels.arrays
   prm_arrays = {"tokens": d["tokens"], "step_ends": d["step_ends"],
                 "labels": np.clip(d["labels"], 0.0, 1.0),
@@ -42,9 +46,29 @@ def train(r: state.Run, lm: state.LM, labels: state.Labels) -> state.Verifiers:
   final_pos = np.maximum(d["step_ends"][np.arange(len(last)), last], 0).astype(np.int32)
   orm_arrays = {"tokens": d["tokens"], "final_pos": final_pos,
                 "label": d["correct"].astype(np.float32)}
-  return state.Verifiers(
-      prm=_train_reward(r, lm, "prm", reward.prm_loss, prm_arrays, r.settings.prm_train),
-      orm=_train_reward(r, lm, "orm", reward.orm_loss, orm_arrays, r.settings.orm_train))
+  orm = _train_reward(r, lm, "orm", reward.orm_loss, orm_arrays, r.settings.orm_train)
+  aggregation = r.settings.verifier_eval.aggregation
+  if r.settings.prm.checkpoint:
+    prm = open_verifier(r, data.test, aggregation)
+    num_params = sum(int(np.size(x)) for x in jax.tree.leaves(prm.state))
+    r.log("verifiers", f"open PRM ({r.settings.prm.format}): {num_params:,} parameters from "
+          f"{r.settings.prm.checkpoint}; PRM training skipped")
+  else:
+    graphdef, params = _train_reward(r, lm, "prm", reward.prm_loss, prm_arrays,
+                                     r.settings.prm_train)
+    prm, num_params = search_base.Verifier(graphdef, params, aggregation), lm.cfg.num_params
+  return state.Verifiers(prm=prm, prm_num_params=num_params, orm=orm)
+
+
+def open_verifier(r: state.Run, examples: list[tasks.Example], aggregation: str
+                  ) -> search_base.Verifier:
+  """The open PRM of `config.prm`, knowing the PRM prompt of each of `examples`."""
+  cfg = r.settings.prm
+  return open_prm.from_checkpoint(
+      cfg.checkpoint, cfg.format, r.tokenizer,
+      prompts=[r.tokenizer.encode(e.prompt, bos=True) for e in examples],
+      questions=[e.question for e in examples], aggregation=aggregation,
+      dtype=r.model_cfg.dtype, param_dtype=cfg.param_dtype, mesh=r.mesh)
 
 
 def _train_reward(r: state.Run, lm: state.LM, name: str, loss: Callable,
@@ -61,7 +85,7 @@ def _train_reward(r: state.Run, lm: state.LM, name: str, loss: Callable,
 def run(r: state.Run, data: state.Data, lm: state.LM, labels: state.Labels
         ) -> tuple[state.Verifiers, dict[str, Any]]:
   """Trains both verifiers, then evaluates them once (later runs read `verifier_eval.json`)."""
-  verifiers = train(r, lm, labels)
+  verifiers = train(r, data, lm, labels)
   path = r.path(artifacts.VERIFIER_EVAL)
   if host.agree(paths.exists(path)):
     result = metrics.read_json(path)
@@ -117,7 +141,8 @@ def evaluate(r: state.Run, lm: state.LM, verifiers: state.Verifiers,
                             num_samples=k, max_len=lm.cfg.max_len, temperature=1.0, mesh=r.mesh)
     prm_steps, num_steps, prm_final = common.score_solutions(r, verifiers.prm, sols, lm.cfg.max_len,
                                                   cfg.aggregation)
-    _, _, orm_final = common.score_solutions(r, verifiers.orm, sols, lm.cfg.max_len)
+    _, _, orm_final = common.score_solutions(r, search_base.Verifier(*verifiers.orm), sols,
+                                             lm.cfg.max_len)
     for name, v in (("answers", sols.answers), ("correct", sols.correct), ("prm", prm_final),
                     ("orm", orm_final), ("generated", sols.lengths)):
       cols[name].extend(v)
@@ -128,10 +153,12 @@ def evaluate(r: state.Run, lm: state.LM, verifiers: state.Verifiers,
   samples = {"question": np.asarray([e.question for e in examples], dtype=str),
              "correct": correct.reshape(-1, k), "prm_final": prm_final.reshape(-1, k),
              "generated_tokens": np.asarray(cols["generated"]).reshape(-1, k).astype(np.int32)}
+  checked = bool(cols["step_s"])  # a task without a step checker (MATH) has no step AUROCs
   result = {
-      "prm_step_auroc": metrics.rounded(stats.auroc(cols["step_s"], cols["step_ok"])),
+      "prm_step_auroc": metrics.rounded(
+          stats.auroc(cols["step_s"], cols["step_ok"]) if checked else float("nan")),
       "prm_first_step_within_question_auroc": metrics.rounded(stats.within_group_auroc(
-          cols["first_s"], cols["first_ok"], cols["first_q"])),
+          cols["first_s"], cols["first_ok"], cols["first_q"]) if checked else float("nan")),
       "orm_final_auroc": metrics.rounded(stats.auroc(orm_final, correct)),
       "prm_final_auroc": metrics.rounded(stats.auroc(prm_final, correct)),
       "pass@1": round(float(correct.mean()), 4),
