@@ -348,6 +348,15 @@ def test_transformers_4_configs_convert_alike(family, old):
   assert convert.config_from_hf(_transformers_4_layout(hf, **old)) == convert.config_from_hf(hf)
 
 
+@pytest.mark.parametrize("family", ["llama", "gemma2"])
+def test_an_absent_tie_word_embeddings_means_tied(family):
+  """transformers 4 writes tie_word_embeddings only when it differs from True (its base
+  default), so published Gemma configs lack it: absent is tied."""
+  hf = _hf_model(family).config.to_dict()
+  del hf["tie_word_embeddings"]
+  assert convert.config_from_hf(hf).tie_embeddings
+
+
 def test_qwen2_sliding_window_layers_from_either_layout():
   hf = _hf_model("qwen2", num_hidden_layers=4, use_sliding_window=True, max_window_layers=1,
                  sliding_window=5).config.to_dict()

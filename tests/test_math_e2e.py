@@ -76,6 +76,12 @@ def test_the_run_uses_the_checkpoints_architecture_and_tokenizer(fixtures, tmp_p
                                            r">= 1 with a checkpoint"),
     (dict(allocator=dict(large_pretrain_tokens=0)), "allocator.large_pretrain_tokens=0 is "
                                                     "invalid"),
+    (dict(allocator=dict(large_checkpoint="")), "policy.checkpoint is a pretrained model, so the "
+                                                "larger model .* must be one too"),
+    (dict(policy=dict(checkpoint="gs://bucket/qwen")), r"config.policy.checkpoint='gs://bucket/"
+                                                       r"qwen' is not on local disk; .* copy it"),
+    (dict(prm=dict(checkpoint="PRM", format="math_shepherd")),
+     r"is a \['Qwen2ForProcessRewardModel'\] checkpoint; format 'math_shepherd' reads"),
     (dict(prm=dict(checkpoint="PRM", format="qwen")), r"prm.format='qwen' is invalid; it must "
                                                       r"be one of \['math_shepherd', 'qwen_prm'"),
 ])

@@ -366,3 +366,27 @@ def test_prompt_without_a_question_is_refused(case):
   more = verifier.with_questions([[1, 2, 3]], ["What is 1?"])
   assert more.prefix([1, 2, 3]) == tuple(prm_lib.prefix_ids(
       verifier.fmt, tok, "What is 1?", verifier.chat_tokenizer))
+
+
+def test_the_prms_own_tokens_come_from_its_tokenizer(case, tmp_path):
+  """A PRM tokenizer may add a special token the policy lacks (Qwen2.5-Math-PRM's `<extra_0>`
+  beside a stock Qwen2.5 policy): the format's ids are the PRM tokenizer's, not a split of
+  its text by the policy's."""
+  fmt, path, tok, _, _ = case
+  if fmt != "qwen_prm":
+    pytest.skip("one chat format suffices")
+  fast = transformers.AutoTokenizer.from_pretrained(str(path))
+  fast.add_special_tokens({"additional_special_tokens": ["<extra_9>"]})
+  fast.save_pretrained(tmp_path)
+  _save_model(tmp_path, fmt, vocab=tok.vocab_size + 1)
+  new_id = fast.convert_tokens_to_ids("<extra_9>")
+  assert new_id == tok.vocab_size and len(tok.encode("<extra_9>")) > 1  # the policy splits it
+  own = dataclasses.replace(prm_lib.FORMATS[fmt], step_suffix="<extra_9>",
+                            score_token="<extra_9>")
+  prompts, rows, ends, prompt_len, lengths = _policy_rows(tok)
+  open_prm.check_checkpoint(tmp_path, own, tok)
+  verifier = open_prm.from_checkpoint(tmp_path, own, tok, prompts, QUESTIONS)
+  assert verifier.spec.suffix == (new_id,)
+  scores = np.asarray(verifier.step_scores(*verifier.score_rows(rows, ends, prompt_len,
+                                                                lengths)[:2]))
+  assert np.isfinite(scores[ends >= 0]).all()

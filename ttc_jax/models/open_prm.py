@@ -26,7 +26,9 @@ the PRM reads the policy's tokenization of each step (not a re-tokenization of t
 joined text); EOS/PAD and each step's trailing whitespace-only tokens (the step
 delimiter when it is a token of its own, e.g. "\\n\\n") are dropped, but text
 merged with a delimiter (".\\n\\n") stays; a step left empty scores as the previous
-one (the PRM sees the same text).
+one (the PRM sees the same text). Leading whitespace of a step stays (RLHFlow's
+template trims each user turn), and the PRM's own tokens (format, prompt) are its
+checkpoint tokenizer's when it ships one (Qwen2.5-Math-PRM adds `<extra_0>`).
 """
 
 from __future__ import annotations
@@ -149,11 +151,18 @@ def _piece_ids(tokenizer: Tokenizer, text: str) -> tuple[int, ...]:
   return tuple(tokenizer.encode(text))
 
 
-def spec(fmt: str | PRMFormat, tokenizer: Tokenizer, vocab_size: int) -> Spec:
-  """`fmt` in `tokenizer`'s ids; ValueError if its tokens are not in that vocabulary."""
+def spec(fmt: str | PRMFormat, tokenizer: Tokenizer, vocab_size: int,
+         format_tokenizer: Tokenizer | None = None) -> Spec:
+  """`fmt` in ids; ValueError if its tokens are not in the vocabulary.
+
+  The format's own tokens (suffix, prefix, +/-) are `format_tokenizer`'s (the PRM
+  checkpoint's, which may add tokens such as `<extra_0>` the policy lacks; default
+  `tokenizer`); the step tokens dropped (EOS/PAD, whitespace) are the policy's `tokenizer`'s.
+  """
   fmt = get_format(fmt)
   if fmt.readout not in READOUTS:
     raise ValueError(f"PRMFormat.readout={fmt.readout!r}; choose one of {READOUTS}.")
+  policy_tokenizer, tokenizer = tokenizer, format_tokenizer or tokenizer
   suffix, nxt = _piece_ids(tokenizer, fmt.step_suffix), _piece_ids(tokenizer, fmt.next_prefix)
   if not suffix:
     raise ValueError(f"Format {fmt.name!r} has an empty step_suffix; a step needs a token to "
@@ -175,6 +184,7 @@ def spec(fmt: str | PRMFormat, tokenizer: Tokenizer, vocab_size: int) -> Spec:
   if max(ids) >= vocab_size:
     raise ValueError(f"Format {fmt.name!r} uses token id {max(ids)}, outside the PRM's "
                      f"{vocab_size} embedding rows; the PRM must share the policy's vocabulary.")
+  tokenizer = policy_tokenizer
   specials = {tokenizer.eos_id, tokenizer.pad_id}
   space = tuple(i for i in range(tokenizer.vocab_size)
                 if i not in specials and (t := tokenizer.token_text(i)) and not t.strip())
@@ -268,14 +278,10 @@ class _Trunk:
     return self._ckpt.array(name)
 
 
-def load(path: str | os.PathLike, fmt: str | PRMFormat, max_len: int | None = None,
-         dtype: str = "float32", param_dtype: str = "float32", mesh=None
-         ) -> tuple[transformer.TransformerConfig, nnx.GraphDef, dict]:
-  """`(cfg, trunk graphdef, params)` of the open PRM in checkpoint directory `path`.
-
-  'lm_pair' formats load a causal LM through `convert.load_hf` (params `{'trunk'}`);
-  'head2' loads the trunk without an LM head plus `score.*` (params `{'trunk', 'head'}`).
-  """
+def check_checkpoint(path: str | os.PathLike, fmt: str | PRMFormat
+                     ) -> tuple[dict, safetensors_files.Checkpoint]:
+  """`(config.json, tensors)` of the open PRM at `path` after the checks that need no weights
+  (architecture, config, the head's tensors and shapes); ValueError naming what is wrong."""
   fmt = get_format(fmt)
   path = os.fspath(path)
   hf = common.read_config(path, f"of the {fmt.name} checkpoint")
@@ -283,13 +289,11 @@ def load(path: str | os.PathLike, fmt: str | PRMFormat, max_len: int | None = No
   common.check(not fmt.architectures or all(a in fmt.architectures for a in archs),
                f"{path!r} is a {archs} checkpoint; format {fmt.name!r} reads "
                f"{list(fmt.architectures)}.")
-  if fmt.readout == "lm_pair":
-    cfg, graphdef, state = convert.load_hf(path, max_len, dtype, param_dtype, mesh)
-    return cfg, graphdef, {"trunk": state}
-  # A process reward model: the family's trunk (no LM head, so tied: embed only) + `score`.
-  trunk_hf = dict(hf, architectures=[], tie_word_embeddings=True)
-  cfg = convert.config_from_hf(trunk_hf, max_len=max_len, dtype=dtype, param_dtype=param_dtype)
   ckpt = safetensors_files.Checkpoint(path)
+  if fmt.readout == "lm_pair":
+    convert.config_from_hf(hf)
+    return hf, ckpt
+  cfg = convert.config_from_hf(dict(hf, architectures=[], tie_word_embeddings=True))
   missing = [n for n in HEAD_TENSORS if n not in ckpt.names]
   common.check(not missing, f"{path!r} has no head tensors {missing}; format {fmt.name!r} "
                f"needs the two-class head score = Sequential(Linear(H, H), ReLU, "
@@ -300,10 +304,39 @@ def load(path: str | os.PathLike, fmt: str | PRMFormat, max_len: int | None = No
   for name, shape in want.items():
     common.check(ckpt.shape(name) == shape, f"Head tensor {name!r} has shape "
                  f"{ckpt.shape(name)}, expected {shape} (hidden_size={d}).")
+  return hf, ckpt
+
+
+def load(path: str | os.PathLike, fmt: str | PRMFormat, max_len: int | None = None,
+         dtype: str = "float32", param_dtype: str = "float32", mesh=None
+         ) -> tuple[transformer.TransformerConfig, nnx.GraphDef, dict]:
+  """`(cfg, trunk graphdef, params)` of the open PRM in checkpoint directory `path`.
+
+  'lm_pair' formats load a causal LM through `convert.load_hf` (params `{'trunk'}`);
+  'head2' loads the trunk without an LM head plus `score.*` (params `{'trunk', 'head'}`),
+  the head replicated over `mesh` when one is given.
+  """
+  fmt = get_format(fmt)
+  path = os.fspath(path)
+  hf, ckpt = check_checkpoint(path, fmt)
+  if fmt.readout == "lm_pair":
+    cfg, graphdef, state = convert.load_hf(path, max_len, dtype, param_dtype, mesh)
+    return cfg, graphdef, {"trunk": state}
+  # A process reward model: the family's trunk (no LM head, so tied: embed only) + `score`.
+  trunk_hf = dict(hf, architectures=[], tie_word_embeddings=True)
+  cfg = convert.config_from_hf(trunk_hf, max_len=max_len, dtype=dtype, param_dtype=param_dtype)
   family = convert._BY_TYPE[hf["model_type"]].NAME  # pylint: disable=protected-access
   graphdef, state = common.load(_Trunk(ckpt, "score."), cfg, family, mesh)
   pd = np.dtype(jnp.dtype(param_dtype))
-  arr = lambda n, t=False: jnp.asarray(np.asarray(ckpt.array(n).T if t else ckpt.array(n), pd))
+
+  def arr(name, transpose=False):
+    view = ckpt.array(name).T if transpose else ckpt.array(name)
+    if mesh is None:
+      return jnp.asarray(np.asarray(view, pd))
+    replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+    return jax.make_array_from_callback(view.shape, replicated,
+                                        lambda index: np.asarray(view[index], pd))
+
   head = {"w0": arr("score.0.weight", True), "b0": arr("score.0.bias"),
           "w1": arr("score.2.weight", True), "b1": arr("score.2.bias")}
   return cfg, graphdef, {"trunk": state, "head": head}

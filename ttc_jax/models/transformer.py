@@ -316,7 +316,8 @@ class Transformer(nnx.Module):
     dt = jnp.dtype(self.cfg.dtype)
     x = self.embed[...].astype(dt)[tokens]
     if self.cfg.embed_scale:
-      x = x * jnp.asarray(np.sqrt(self.cfg.d_model), dt)
+      # sqrt(d_model) rounded to the parameters' dtype, as Gemma's reference does
+      x = x * jnp.asarray(np.sqrt(self.cfg.d_model), self.cfg.param_dtype).astype(dt)
     new_cache = []
     for i, block in enumerate(self.blocks):
       x, lc = block(x, positions, None if cache is None else cache[i])

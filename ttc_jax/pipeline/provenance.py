@@ -27,7 +27,8 @@ ORDER = ("data", "base_lm", "evaluation", "prm_labels", "verifiers", "search", "
 # stage -> (upstream stages, config field prefixes of its own).
 DEPENDS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "data": ((), ("task", "tokenizer", "model.max_len", "policy.chat_template")),
-    "base_lm": (("data",), ("seed", "policy", "model", "train")),
+    "base_lm": (("data",), ("seed", "policy.checkpoint", "policy.param_dtype", "model",
+                            "train")),
     "evaluation": (("base_lm",), ("eval",)),
     "prm_labels": (("base_lm",), ("prm.labels",)),
     "verifiers": (("prm_labels",), ("prm.train", "prm.checkpoint", "prm.format",
@@ -43,6 +44,7 @@ DEPENDS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "revisions": (("prm_labels",), ("orm.train", "revisions")),
     # The larger model shares the base LM's architecture options and its pretraining count.
     "larger_model": (("data",), ("seed", "model", "train.total_steps", "train.batch_size",
+                                 "policy.pretrain_tokens",
                                  "search.num_questions", "allocator.large_",
                                  "allocator.min_param_ratio", "allocator.batch_prompts",
                                  "allocator.temperature")),

@@ -48,6 +48,10 @@ def _positive(section: str, obj: Any, *fields: str) -> None:
 def _checkpoint_dir(section: str, field: str, path: str) -> None:
   """A pretrained checkpoint path must be a `save_pretrained` directory (config.json in it)."""
   require(section, [(field, path, isinstance(path, str), "a directory path ('' for none)")])
+  if path and not paths.is_local(path):
+    raise ValueError(f"config.{section}.{field}={path!r} is not on local disk; checkpoints are "
+                     f"read through memory maps, so copy it to a local directory (on every "
+                     f"host of a pod) and name that.")
   if path and not paths.exists(paths.join(path, "config.json")):
     what = "does not exist" if not paths.exists(path) else "has no config.json"
     raise ValueError(f"config.{section}.{field}={path!r} {what}; name the directory "
@@ -443,6 +447,10 @@ def parse(config: ml_collections.ConfigDict) -> Settings:
       revisions=configs.from_section(RevisionConfig, revisions, "revisions", ("train",)),
       revision_train=train("revisions.train"),
       allocator=configs.from_section(AllocatorConfig, allocator, "allocator"))
+  if settings.policy.checkpoint and not settings.allocator.large_checkpoint:
+    raise ValueError("policy.checkpoint is a pretrained model, so the larger model of the FLOPs "
+                     "exchange must be one too: set allocator.large_checkpoint (a larger model "
+                     "of the same family and tokenizer) and allocator.large_pretrain_tokens.")
   if settings.allocator.baseline not in settings.search.strategies:
     raise ValueError(f"allocator.baseline={settings.allocator.baseline!r} is not one of "
                      f"search.strategies {list(settings.search.strategies)}; the allocator "

@@ -25,6 +25,7 @@ from ttc_jax.parallel import mesh as mesh_lib
 from ttc_jax.pipeline import settings as settings_lib
 from ttc_jax.sampling.sampler import Sampler
 from ttc_jax.search import base as search_base
+from ttc_jax.search import open_prm
 from ttc_jax.tasks import base as tasks
 from ttc_jax.tasks import chain_arithmetic  # pylint: disable=unused-import  (registers the task)
 from ttc_jax.tasks import math  # pylint: disable=unused-import  (registers the task)
@@ -58,6 +59,8 @@ class Run:
     tokenizer.step_ids(task.step_delimiter)  # the delimiter must be writable
     if parsed.policy.chat_template:
       chat_prompt(tokenizer, "")  # the tokenizer has a chat template
+    if parsed.prm.checkpoint:  # format, architecture, head and vocabulary, before any compute
+      open_prm.check_checkpoint(parsed.prm.checkpoint, parsed.prm.format, tokenizer)
     parsed.revisions.check_window(tokenizer, task.attempt_separator)
     model_cfg = settings_lib.model_config(config, tokenizer.vocab_size, parsed.policy)
     parsed.allocator.large_model_config(model_cfg)  # checks the larger model's size now

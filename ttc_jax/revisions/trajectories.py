@@ -75,7 +75,7 @@ def build_context(tokenizer: Tokenizer, prompt: str, previous: Sequence[str], *,
   if max_previous < 0:
     raise ValueError(f"max_previous={max_previous} must be >= 0 (the paper uses 4).")
   kept = list(previous)[max(0, len(previous) - max_previous):]
-  ids = [tokenizer.bos_id]
+  ids = tokenizer.encode("", bos=True)  # the BOS, where the tokenizer has one
   for text in kept:
     ids += tokenizer.encode(text + separator)
   ids += tokenizer.encode(prompt)

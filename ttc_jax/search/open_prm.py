@@ -119,7 +119,8 @@ def prefix_table(fmt: str | open_prm.PRMFormat, tokenizer: Tokenizer,
 
 def check_vocab(path: str | os.PathLike, vocab_size: int, tokenizer: Tokenizer):
   """The checkpoint's tokenizer (an HFTokenizer, or None if it ships none); ValueError unless
-  it is the policy's and the PRM embeds every policy id with text."""
+  the PRM embeds every policy id with text and its tokenizer gives each of them the same
+  token (it may add or rename special tokens, e.g. Qwen2.5-Math-PRM's `<extra_0>`)."""
   texts = [tokenizer.token_text(i) for i in range(tokenizer.vocab_size)]
   used = max((i for i, t in enumerate(texts) if t), default=-1)
   if used >= vocab_size:
@@ -133,8 +134,10 @@ def check_vocab(path: str | os.PathLike, vocab_size: int, tokenizer: Tokenizer):
   prm = HFTokenizer.from_dir(path)
   mine = getattr(tokenizer, "backend", None)
   if mine is not None:
-    a, b = mine.get_vocab(with_added_tokens=True), prm.backend.get_vocab(with_added_tokens=True)
-    diff = sorted(set(a.items()) ^ set(b.items()))
+    ours = {i: t for t, i in mine.get_vocab(with_added_tokens=True).items()
+            if i < len(texts) and texts[i]}  # ids the policy writes text with
+    theirs = {i: t for t, i in prm.backend.get_vocab(with_added_tokens=True).items()}
+    diff = sorted((i, t, theirs.get(i)) for i, t in ours.items() if theirs.get(i) != t)
   else:
     theirs = [prm.token_text(i) for i in range(prm.vocab_size)]
     n = max(len(texts), len(theirs))
@@ -145,6 +148,16 @@ def check_vocab(path: str | os.PathLike, vocab_size: int, tokenizer: Tokenizer):
                      f"tokens (e.g. {diff[:3]}); an open PRM scores the policy's token ids, so "
                      f"it must share the policy's vocabulary.")
   return prm
+
+
+def check_checkpoint(path: str | os.PathLike, fmt: str | open_prm.PRMFormat,
+                     tokenizer: Tokenizer) -> None:
+  """Every check `from_checkpoint` makes, without loading weights (a job makes them before
+  any compute): the format, the architecture, the head's tensors, the shared vocabulary."""
+  fmt = open_prm.get_format(fmt)
+  hf, _ = open_prm.check_checkpoint(path, fmt)
+  prm_tok = check_vocab(path, int(hf["vocab_size"]), tokenizer)
+  open_prm.spec(fmt, tokenizer, int(hf["vocab_size"]), prm_tok or tokenizer)
 
 
 def from_checkpoint(path: str | os.PathLike, fmt: str | open_prm.PRMFormat,
@@ -164,9 +177,10 @@ def from_checkpoint(path: str | os.PathLike, fmt: str | open_prm.PRMFormat,
                    ["vocab_size"])
   prm_tok = check_vocab(path, vocab_size, tokenizer)
   chat = prm_tok if prm_tok is not None and prm_tok.chat_template else None
-  sp = open_prm.spec(fmt, tokenizer, vocab_size)
-  table = prefix_table(fmt, tokenizer, prompts, questions, chat)
+  own = prm_tok or tokenizer  # the PRM's own tokens (format, prompt) are its tokenizer's
+  sp = open_prm.spec(fmt, tokenizer, vocab_size, own)
+  table = prefix_table(fmt, own, prompts, questions, chat)
   _, graphdef, params = open_prm.load(path, fmt, max_len, dtype, param_dtype, mesh)
   return OpenVerifier(graphdef=graphdef, state=params, aggregation=aggregation, spec=sp,
                       prefixes=table, pad_id=int(tokenizer.pad_id), fmt=fmt,
-                      tokenizer=tokenizer, chat_tokenizer=chat)
+                      tokenizer=own, chat_tokenizer=chat)

@@ -107,6 +107,9 @@ def create(section: Mapping[str, Any], data_dir: str) -> Task:
     raise ValueError(f"config.task must be a section with a name; got {type(section).__name__}.")
   settings = dict(section)
   module = settings.pop("module", None)
+  if module is not None and not isinstance(module, str):
+    raise ValueError(f"config.task.module={module!r} must be a module name (a string), e.g. "
+                     f"'my_tasks.countdown', or '' for none.")
   if module:  # a task defined outside the package registers itself on import
     try:
       importlib.import_module(module)

@@ -132,8 +132,8 @@ class HFTokenizer(base.Tokenizer):
   Build it with `from_dir`. BOS / EOS / PAD are tokenizer_config.json's (or
   special_tokens_map.json's) tokens, else generation_config.json's /
   config.json's `*_token_id` (the first of a list). A model without a PAD token
-  (Llama 3, Mistral) pads with EOS, and one without a BOS (Qwen2.5) uses EOS as
-  BOS. `vocab_size` covers every id of the vocabulary and added tokens, and
+  (Llama 3, Mistral) pads with EOS, and one without a BOS (Qwen2.5) names EOS as its
+  `bos_id` but `encode(bos=True)` prepends nothing. `vocab_size` covers every id of the vocabulary and added tokens, and
   config.json's `vocab_size` when larger (embedding rows past the vocabulary, as
   in Qwen2.5, have no text).
   """
@@ -147,6 +147,7 @@ class HFTokenizer(base.Tokenizer):
   token_bytes: tuple[bytes, ...] = dataclasses.field(compare=False, repr=False)  # b"" = no text
   texts: tuple[str, ...] = dataclasses.field(compare=False, repr=False)
   strip: tuple[str, int] = dataclasses.field(compare=False, repr=False)  # off a text's start
+  has_bos: bool = dataclasses.field(default=True, compare=False, repr=False)  # a BOS of its own
 
   @classmethod
   def from_dir(cls, path: paths.PathLike) -> "HFTokenizer":
@@ -216,7 +217,8 @@ class HFTokenizer(base.Tokenizer):
     return cls(path=str(root), digest=digest.hexdigest(), backend=backend,
                special_ids=(pad, bos, ids["eos"]), special_tokens=names,
                chat_template=template, token_bytes=tuple(table),
-               texts=tuple(b.decode("utf-8", errors="replace") for b in table), strip=strip)
+               texts=tuple(b.decode("utf-8", errors="replace") for b in table), strip=strip,
+               has_bos=ids["bos"] is not None)
 
   @property
   def pad_id(self) -> int:
@@ -235,8 +237,13 @@ class HFTokenizer(base.Tokenizer):
     return len(self.token_bytes)
 
   def encode(self, text: str, bos: bool = False, eos: bool = False) -> list[int]:
-    """Ids of `text` (special-token text in it, e.g. of a chat template, maps to its id)."""
+    """Ids of `text` (special-token text in it, e.g. of a chat template, maps to its id).
+
+    `bos` prepends the BOS only where the model has one of its own (not Qwen's EOS
+    stand-in) and `text` does not already start with it (a rendered chat template).
+    """
     ids = self.backend.encode(text, add_special_tokens=False).ids
+    bos = bos and self.has_bos and ids[:1] != [self.bos_id]
     return ([self.bos_id] if bos else []) + ids + ([self.eos_id] if eos else [])
 
   def decode(self, ids: Sequence[int] | np.ndarray) -> str:

@@ -47,7 +47,8 @@ def base_fields(hf: dict) -> dict[str, Any]:
               num_heads=heads, num_kv_heads=hf.get("num_key_value_heads") or heads,
               head_dim=hf.get("head_dim") or d // heads, mlp_dim=hf["intermediate_size"],
               norm_eps=float(hf.get("rms_norm_eps", 1e-6)),
-              tie_embeddings=bool(hf.get("tie_word_embeddings", False)))
+              # transformers 4 leaves the key out when it is True (its base default)
+              tie_embeddings=bool(hf.get("tie_word_embeddings", True)))
 
 
 def activation(hf: dict, key: str, allowed: dict[str, str]) -> str:
