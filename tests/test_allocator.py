@@ -216,6 +216,15 @@ def test_flops_formulas_by_hand():
   for verifier in (False, True):
     k = flops.matching_multiplier(14, 0.79, verifier)
     assert flops.equivalent_param_ratio(k, 0.79, verifier) == pytest.approx(14)
+  # A verifier 5x the policy (a 7B PRM beside a 1.5B policy) leaves k / 6, not k / 2.
+  assert flops.inference_flops(1e9, 5e10, count_verifier=True, n_verifier=5e9) == 6e20
+  assert flops.matching_multiplier(14, 22, True, verifier_ratio=5) == pytest.approx(
+      (14 + 39 / 22) / 6)
+  for v in (0.5, 1.0, 5.0):
+    k = flops.matching_multiplier(14, 0.79, True, v)
+    assert flops.equivalent_param_ratio(k, 0.79, True, v) == pytest.approx(14)
+  with pytest.raises(ValueError, match="verifier_ratio=0"):
+    flops.matching_multiplier(14, 0.79, True, 0)
   with pytest.raises(ValueError, match="param_ratio=0.5"):
     flops.matching_multiplier(0.5, 1.0)
   with pytest.raises(ValueError, match="r=0"):
@@ -237,8 +246,25 @@ def test_exchange_table_matches_total_flops():
   assert first["large_flops"] == pytest.approx(14 * (6e21 + 2e9 * 0.16e12))
   for row in rows:
     assert row["small_flops"] == pytest.approx(row["large_flops"])
+  assert [r["verifier_ratio"] for r in rows] == [0, 0, 0, 1, 1, 1]
   with pytest.raises(ValueError, match="n_small=0"):
     flops.exchange_table(0, 1, 1)
+
+
+def test_exchange_table_charges_the_verifiers_own_size():
+  """Issue 18 item 4: a PRM 3x the policy's size costs 3x the policy's FLOPs per scored token."""
+  same = flops.exchange_table(n_small=1e9, n_large=14e9, d_pretrain=1e12)
+  big = flops.exchange_table(n_small=1e9, n_large=14e9, d_pretrain=1e12, n_verifier=3e9)
+  for s, b in zip(same, big):
+    if s["variant"] == "policy":
+      assert b == s
+      continue
+    assert b["verifier_ratio"] == pytest.approx(3)
+    assert b["multiplier"] == pytest.approx(s["multiplier"] * 2 / 4)
+    # The small model's spend, its verifier at its own size, equals the larger model's.
+    k, d = b["multiplier"], b["d_inference"]
+    assert b["small_flops"] == pytest.approx(6e9 * 1e12 + 2 * (1e9 + 3e9) * k * d)
+    assert b["small_flops"] == pytest.approx(b["large_flops"])
 
 
 def test_measured_inference_flops():

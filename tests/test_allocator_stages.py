@@ -178,6 +178,15 @@ def test_flops_matched_budget_follows_the_exchange_formula():
   assert out["per_bin"]["small_matched"]["policy"]["0.16"] == {"budget": 16,
                                                                "small": {"1": 1.0}}
   # A larger model answering with fewer tokens leaves no budget that fits.
+  # A verifier 3x the policy's size: 10 + 30 token-equivalents per generation, so k / 4
+  # generations fit: 15.06 at R = 0.16 (budget 4 of 16), 1.10 at R = 22 (budget 1).
+  big = tables.flops_matched(table, np.ones(q, int), large, n_small=1000, n_verifier=3000,
+                             d_pretrain=1e6, r_values=(0.16, 22.0))
+  by_big = {(r["variant"], r["r"]): r for r in big["table"]}
+  assert by_big[("policy+verifier", 0.16)]["multiplier"] == pytest.approx((4 + 9 / .16) / 4,
+                                                                         rel=1e-3)
+  assert by_big[("policy+verifier", 0.16)]["matched_budget"] == 4
+  assert by_big[("policy", 0.16)]["matched_budget"] == 16  # the policy variant is unchanged
   tiny = dict(large, greedy_tokens=[0.1] * 4)
   none = tables.flops_matched(table, np.ones(q, int), tiny, n_small=1000, n_verifier=1000,
                               d_pretrain=1e6, r_values=(22.0,))

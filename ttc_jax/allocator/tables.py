@@ -185,7 +185,8 @@ def flops_matched(tables: Mapping[str, Table], bins: np.ndarray, large: Mapping[
   spend `k·g` policy tokens per question, k = `flops.matching_multiplier(M, R)`, i.e. an
   inference-FLOPs budget of `2·N_small·k·g`. The 'policy' variant counts generated tokens
   only; 'policy+verifier' also counts the verifier's scored tokens (`2·N_verifier·v`), the
-  measured form of the paper's 4·N·D variant. The matched budget is the largest generation
+  measured form of the paper's 4·N·D variant, with the verifier's own size (its table
+  `multiplier` is k / (1 + N_verifier / N_small)). The matched budget is the largest generation
   budget whose compute-optimal policy (oracle bins, 2-fold CV) spends no more than that
   on average over the questions, as measured; its per-bin accuracies are compared with the
   larger model's greedy and pass@1 on the same bins (paper Fig. 9). `matched_budget` is None
@@ -218,7 +219,7 @@ def flops_matched(tables: Mapping[str, Table], bins: np.ndarray, large: Mapping[
   levels = [int(b) for b in np.unique(bins)]
   per_bin = lambda x: {str(b): round(float(x[bins == b].mean()), 4) for b in levels}
   table, matched_by_bin = [], {}
-  for row in flops.exchange_table(n_small, n_large, d_pretrain, r_values):
+  for row in flops.exchange_table(n_small, n_large, d_pretrain, r_values, n_verifier):
     k_policy = flops.matching_multiplier(m, row["r"])
     allowed = 2.0 * n_small * k_policy * g  # per question, = M·(X+Y) - X_small per query
     fits = [n for n in sorted(spend) if spend[n][row["variant"]] <= allowed]

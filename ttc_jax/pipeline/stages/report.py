@@ -114,7 +114,9 @@ def _flops_sections(fl: Mapping[str, Any], fig: Callable[[str], str]) -> list[di
               f"tokens. For each R = D_inference / D_pretrain the small model gets k times the "
               f"larger model's greedy tokens per question; the matched budget is the largest "
               f"generation budget whose compute-optimal policy (oracle bins) spent no more "
-              f"inference FLOPs on average, as measured.",
+              f"inference FLOPs on average, as measured. The policy+verifier rows charge "
+              f"the verifier at its own size, {fl['n_verifier']:,.0f} parameters "
+              f"({fl['n_verifier'] / fl['n_small']:.2f}x the policy), per token it scores.",
       "table": [{k: row[k] for k in ("variant", "r", "multiplier", "matched_budget",
                                      "spent_generated_tokens", "small_accuracy",
                                      "large_greedy", "large_pass@1")} for row in fl["table"]],

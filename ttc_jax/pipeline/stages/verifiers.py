@@ -50,14 +50,19 @@ def train(r: state.Run, data: state.Data, lm: state.LM, labels: state.Labels
   aggregation = r.settings.verifier_eval.aggregation
   if r.settings.prm.checkpoint:
     prm = open_verifier(r, data.test, aggregation)
-    num_params = sum(int(np.size(x)) for x in jax.tree.leaves(prm.state))
-    r.log("verifiers", f"open PRM ({r.settings.prm.format}): {num_params:,} parameters from "
-          f"{r.settings.prm.checkpoint}; PRM training skipped")
+    r.log("verifiers", f"open PRM ({r.settings.prm.format}): {num_params(prm.state):,} "
+          f"parameters from {r.settings.prm.checkpoint}; PRM training skipped")
   else:
     graphdef, params = _train_reward(r, lm, "prm", reward.prm_loss, prm_arrays,
                                      r.settings.prm_train)
-    prm, num_params = search_base.Verifier(graphdef, params, aggregation), lm.cfg.num_params
-  return state.Verifiers(prm=prm, prm_num_params=num_params, orm=orm)
+    prm = search_base.Verifier(graphdef, params, aggregation)
+  # The FLOPs accounting charges the PRM's own size per token it encodes (paper §7).
+  return state.Verifiers(prm=prm, prm_num_params=num_params(prm.state), orm=orm)
+
+
+def num_params(params) -> int:
+  """Parameters of a model state (a verifier's trunk and head; no LM head in ours)."""
+  return sum(int(np.size(x)) for x in jax.tree.leaves(params))
 
 
 def open_verifier(r: state.Run, examples: list[tasks.Example], aggregation: str
