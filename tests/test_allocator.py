@@ -198,6 +198,115 @@ def test_samples_ratio_never_matches():
     co.samples_ratio_vs_bon(BON, BON, difficulty_samples=-1)
 
 
+
+def test_compute_optimal_takes_an_explicit_fold():
+  # Bin 1: "a" solves q0 only, "b" q1 only. Whichever fold holds q0 picks "a", scored on q1.
+  results = {co.BASELINE: {1: np.zeros(2)}, "a": {1: np.array([1.0, 0.0])},
+             "b": {1: np.array([0.0, 1.0])}}
+  bins = np.array([1, 1])
+  assert co.compute_optimal(results, bins, fold=np.array([0, 1]))[1].choices == {1: ("a", "b")}
+  assert co.compute_optimal(results, bins, fold=np.array([1, 0]))[1].choices == {1: ("b", "a")}
+  two, b2 = _two_regime_results()
+  assert co.compute_optimal(two, b2, seed=3) == co.compute_optimal(two, b2, fold=co.folds(b2, 3))
+  with pytest.raises(ValueError, match=r"fold must be a \[Q=2\] array of 0/1"):
+    co.compute_optimal(results, bins, fold=np.array([0, 2]))
+
+
+# ---- bootstrap over questions ----
+
+
+def _noisy_results(q_per_bin=40, seed=0):
+  """Five bins of Bernoulli questions; three strategies scaling with N, each best somewhere."""
+  rng = np.random.default_rng(seed)
+  bins = np.repeat(np.arange(1, 6), q_per_bin)
+  easy = np.linspace(0.9, 0.1, 5)[bins - 1]
+  skill = {co.BASELINE: np.zeros(5), "beam/beam_width=4": np.array([.1, .1, 0, -.1, -.1]),
+           "lookahead/k=1": np.array([-.1, -.1, 0, .1, .1])}
+  results = {s: {n: (rng.random(bins.size) < np.clip(easy + k[bins - 1] + .03 * np.log2(n), 0, 1)
+                     ).astype(float) for n in (1, 4, 16, 64)} for s, k in skill.items()}
+  return results, bins
+
+
+def test_resampling_stays_within_bin_and_fold_cells():
+  bins = np.repeat([1, 2, 3], [7, 1, 12])
+  fold = co.folds(bins, seed=0)
+  counts = co.resample_counts(bins, fold, 200, np.random.default_rng(0))
+  assert counts.shape == (200, bins.size) and counts.min() >= 0
+  for b in (1, 2, 3):
+    for f in (0, 1):
+      cell = (bins == b) & (fold == f)
+      assert (counts[:, cell].sum(1) == cell.sum()).all(), (b, f)  # cell and bin sizes kept
+  assert (counts != 1).any()  # it does resample
+  np.testing.assert_array_equal(counts, co.resample_counts(bins, fold, 200,
+                                                           np.random.default_rng(0)))
+
+
+def test_resampled_curves_without_resampling_equal_compute_optimal():
+  results, bins = _noisy_results()
+  fold = co.folds(bins, seed=2)
+  optimal, base = co._resampled_curves(results, bins, fold, np.ones((1, bins.size), int),
+                                       co.BASELINE)
+  for n, a in co.compute_optimal(results, bins, seed=2).items():
+    assert optimal[n][0] == pytest.approx(a.accuracy, abs=1e-12)
+    assert base[n][0] == pytest.approx(a.baseline_accuracy, abs=1e-12)
+
+
+def test_bootstrap_contains_the_point_estimate_and_is_seeded():
+  results, bins = _noisy_results()
+  curve = co.curves(co.compute_optimal(results, bins, seed=1))
+  point = co.samples_ratio_vs_bon(curve["compute_optimal"], curve["baseline"], 4)["ratio"]
+  boot = co.bootstrap(results, bins, seed=1, num_boot=300, difficulty_samples=4)
+  assert boot.ratios.shape == (300,) and 0 <= boot.never_matched_fraction < 1
+  assert boot.ratio_ci[0] <= point <= boot.ratio_ci[1]
+  assert boot.ratio_ci[0] < boot.ratio_ci[1]
+  for n, acc in curve["compute_optimal"].items():
+    assert boot.accuracy_ci[n][0] <= acc <= boot.accuracy_ci[n][1], n
+    assert boot.baseline_accuracy_ci[n][0] <= curve["baseline"][n] <= \
+        boot.baseline_accuracy_ci[n][1], n
+  again = co.bootstrap(results, bins, seed=1, num_boot=300, difficulty_samples=4)
+  np.testing.assert_array_equal(boot.ratios, again.ratios)
+  assert boot.accuracy_ci == again.accuracy_ci
+  other = co.bootstrap(results, bins, seed=2, num_boot=300, difficulty_samples=4)
+  assert other.accuracy_ci != boot.accuracy_ci
+  with pytest.raises(ValueError, match="num_boot=0 must be an int >= 1"):
+    co.bootstrap(results, bins, num_boot=0)
+
+
+def test_bootstrap_widens_with_fewer_questions():
+  width = lambda b: np.mean([hi - lo for lo, hi in b.accuracy_ci.values()])
+  many = co.bootstrap(*_noisy_results(q_per_bin=80), num_boot=300)
+  few = co.bootstrap(*_noisy_results(q_per_bin=10), num_boot=300)
+  assert width(few) > 1.5 * width(many)  # ~ sqrt(8) wider in theory
+
+
+def test_bootstrap_collapses_when_every_question_is_the_same():
+  q = 30
+  const = lambda *acc: {n: np.full(q, a) for n, a in zip((1, 4, 16), acc)}
+  results = {co.BASELINE: const(0.2, 0.5, 0.8), "a": const(0.3, 0.85, 0.9),
+             "b": const(0.1, 0.2, 0.3)}
+  bins = np.repeat([1, 2, 3], 10)
+  boot = co.bootstrap(results, bins, num_boot=50, difficulty_samples=1, interpolate=True)
+  point = co.samples_ratio_vs_bon({1: 0.3, 4: 0.85, 16: 0.9}, {1: 0.2, 4: 0.5, 16: 0.8}, 1,
+                                  interpolate=True)["ratio"]
+  assert boot.ratio_ci == pytest.approx((point, point)) and boot.never_matched_fraction == 0
+  for ci, want in ((boot.accuracy_ci, (.3, .85, .9)), (boot.baseline_accuracy_ci, (.2, .5, .8))):
+    assert sorted(ci) == [1, 4, 16]
+    np.testing.assert_allclose([ci[n] for n in (1, 4, 16)], np.repeat(want, 2).reshape(3, 2))
+
+
+def test_never_matched_fraction_is_one_when_cross_validation_cannot_reach_the_baseline():
+  # In each bin the baseline solves exactly fold 0's questions and "x" fold 1's: each fold
+  # picks the strategy that fails the other fold, in every resample (cells are kept).
+  bins = np.repeat([1, 2], 10)
+  fold = np.tile([0, 1], 10)
+  results = {co.BASELINE: {4: (fold == 0) * 1.0, 16: (fold == 0) * 1.0},
+             "x": {4: (fold == 1) * 1.0, 16: (fold == 1) * 1.0}}
+  assert co.compute_optimal(results, bins, fold=fold)[16].accuracy == 0.0
+  boot = co.bootstrap(results, bins, num_boot=100, fold=fold)
+  assert boot.never_matched_fraction == 1.0 and boot.ratio_ci == (0.0, 0.0)
+  assert (boot.ratios == 0).all()
+  assert boot.baseline_accuracy_ci[16] == (0.5, 0.5)
+
 # ---- FLOPs exchange ----
 
 

@@ -137,10 +137,59 @@ def test_compute_optimal_summary_picks_per_bin_and_counts_predicted_samples():
   assert out["predicted"]["samples_ratio_vs_bon"] == 2.0  # 16 / (4 + 4 scored samples)
   assert out["predicted"]["samples_ratio_vs_bon_uncounted"] == 4.0
   assert out["baseline_accuracy"] == {"4": 0.0, "16": 1.0} and out["baseline_self_ratio"] == 1.0
+  # Every resample keeps each bin's questions, so the routing, curves and ratios never move.
+  assert out["num_boot"] == 1000
+  assert out["oracle"]["samples_ratio_vs_bon_ci"] == [4.0, 4.0]
+  assert out["predicted"]["samples_ratio_vs_bon_ci"] == [2.0, 2.0]
+  assert out["oracle"]["never_matched_fraction"] == 0.0
+  assert out["oracle"]["accuracy_ci"] == {"4": [1.0, 1.0], "16": [1.0, 1.0]}
+  assert out["baseline_accuracy_ci"] == {"4": [0.0, 0.0], "16": [1.0, 1.0]}
+  assert tables.ratio_ci_text(out["oracle"]) == \
+      "4.00x (95% CI 4.00x–4.00x; never matched in 0% of resamples)"
+  assert tables.ratio_ci_text({"samples_ratio_vs_bon": None}) == "never matches"  # older files
   # Bins that mix the questions cannot route them: no budget-4 match.
   mixed = np.tile([1, 2], 4)
   worse = tables.compute_optimal_summary(results, mixed, mixed, "best_of_n", 4)
   assert worse["oracle"]["accuracy"]["4"] < 1.0
+  lo, hi = worse["oracle"]["accuracy_ci"]["4"]
+  assert lo <= worse["oracle"]["accuracy"]["4"] <= hi and lo < hi
+
+
+def test_search_vs_baseline_recovers_a_known_paired_difference():
+  rng = np.random.default_rng(0)
+  q = 200
+  base = (rng.random(q) < 0.5).astype(float)
+  better = base.copy()
+  better[np.flatnonzero(base == 0)[:30]] = 1.0  # right on 30 more questions: +0.15
+  results = {"best_of_n": {4: base, 16: base}, "beam": {4: better, 64: better},
+             "same": {4: base}}
+  out = tables.search_vs_baseline(results, rng.random(q), "best_of_n", num_boot=500)
+  json.dumps(out)
+  assert sorted(out["strategies"]) == ["beam", "same"]
+  assert list(out["strategies"]["beam"]) == ["4"]  # 64 is not shared with the baseline
+  cell = out["strategies"]["beam"]["4"]["all"]
+  assert cell["mean"] == 0.15 and 0 < cell["ci"][0] < 0.15 < cell["ci"][1]
+  assert out["strategies"]["same"]["4"]["all"] == {"mean": 0.0, "ci": [0.0, 0.0]}
+  again = tables.search_vs_baseline(results, rng.random(q), "best_of_n", num_boot=500)
+  assert again["strategies"]["beam"]["4"]["all"]["ci"] == cell["ci"]  # seeded
+  with pytest.raises(ValueError, match=r"pass_at_1 has shape \(3,\)"):
+    tables.search_vs_baseline(results, np.ones(3), "best_of_n")
+
+
+def test_search_vs_baseline_harder_half_is_strictly_below_the_median_pass_at_1():
+  # pass@1 median 0.5; the two questions at the median are left out of the harder half.
+  pass1 = np.array([0.1, 0.9, 0.5, 0.1, 0.9, 0.5, 0.1, 0.9])
+  hard = pass1 < 0.5
+  results = {"best_of_n": {4: np.zeros(8)}, "beam": {4: hard * 1.0}}
+  out = tables.search_vs_baseline(results, pass1, "best_of_n", num_boot=200)
+  assert out["harder_half"] == {"definition": "oracle pass@1 strictly below its median",
+                                "median_pass@1": 0.5, "num_questions": 3}
+  cell = out["strategies"]["beam"]["4"]
+  assert cell["harder_half"] == {"mean": 1.0, "ci": [1.0, 1.0]}
+  assert cell["all"]["mean"] == 0.375
+  same = tables.search_vs_baseline(results, np.full(8, 0.5), "best_of_n", num_boot=10)
+  assert same["harder_half"]["num_questions"] == 0
+  assert same["strategies"]["beam"]["4"]["harder_half"] is None
 
 
 def test_applied_strategy_uses_the_other_folds_choice():
@@ -287,6 +336,16 @@ def test_stages_write_their_outputs_and_rerun_skips(job, tmp_path):
   assert summary["compute_optimal"]["oracle"]["samples_ratio_vs_bon"] == \
       opt["oracle"]["samples_ratio_vs_bon"]
   assert "samples_ratio_vs_bon" in summary["compute_optimal"]["predicted"]
+  for name in ("oracle", "predicted"):
+    entry = summary["compute_optimal"][name]
+    assert {"samples_ratio_vs_bon_ci", "never_matched_fraction", "accuracy_ci"} <= set(entry)
+    assert set(entry["accuracy_ci"]) == set(entry["accuracy"])
+  assert set(summary["compute_optimal"]["baseline_accuracy_ci"]) == \
+      set(summary["compute_optimal"]["baseline_accuracy"])
+  paired = summary["compute_optimal"]["search_vs_baseline"]
+  assert paired["baseline"] == cfg.baseline and paired["num_questions"] == q
+  assert set(paired["strategies"]) == set(opt["strategies"]) - {cfg.baseline}
+  assert set(paired["strategies"]["beam/beam_width=2"]["4"]) == {"all", "harder_half"}
 
   # The report needs flops.json too.
   with pytest.raises(ValueError, match=r"flops.json does not exist") as excinfo:
@@ -306,6 +365,8 @@ def test_stages_write_their_outputs_and_rerun_skips(job, tmp_path):
     assert os.path.getsize(os.path.join(r.workdir, "figures", name + ".png")) > 1000
     assert os.path.exists(os.path.join(r.workdir, "figures", name + ".csv"))
   assert "fewer samples" in text and "FLOPs exchange" in text
+  assert "(95% CI " in text and "of resamples)" in text
+  assert "Strategies vs best_of_n, question by question" in text
 
   # Rerun: the compute stages are skipped (same JSON, no new training metrics).
   metrics = open(r.metrics_path).read()

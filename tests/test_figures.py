@@ -61,14 +61,21 @@ def test_revision_ratios(tmp_path):
 def test_compute_optimal_vs_bon(tmp_path):
   base = {4: 0.5, 16: 0.6, 64: 0.7, 256: 0.8}
   oracle = {4: 0.6, 16: 0.75, 64: 0.82, 256: 0.85}
-  png, csv_path = figures.compute_optimal_vs_bon(str(tmp_path / "co.png"), base, oracle,
-                                                 predicted={4: 0.55, 16: 0.7})
+  png, csv_path = figures.compute_optimal_vs_bon(
+      str(tmp_path / "co.png"), base, oracle, predicted={4: 0.55, 16: 0.7},
+      intervals={"oracle": {16: (0.7, 0.8), 64: (0.78, 0.86)}})
   rows = _read(png, csv_path)
+  assert rows[0] == ["strategy", "budget", "accuracy", "ci_lo", "ci_hi"]
   labels = [r[0] for r in rows[1:]]
   assert labels.count("best-of-N weighted") == 4
   assert labels.count("compute-optimal (oracle bins)") == 4
   assert labels.count("compute-optimal (predicted bins)") == 2
-  assert ["compute-optimal (oracle bins)", "64", "0.82"] in rows
+  assert ["compute-optimal (oracle bins)", "64", "0.82", "0.78", "0.86"] in rows
+  assert ["compute-optimal (oracle bins)", "4", "0.6", "", ""] in rows
+  assert ["best-of-N weighted", "16", "0.6", "", ""] in rows
+  with pytest.raises(ValueError, match="intervals has key 'predicted'"):
+    figures.compute_optimal_vs_bon(str(tmp_path / "co.png"), base, oracle,
+                                   intervals={"predicted": {4: (0.5, 0.6)}})
 
 
 def test_flops_matched_bars(tmp_path):

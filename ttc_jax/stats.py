@@ -3,7 +3,8 @@
   * `auroc`: area under the ROC curve (Mann-Whitney U / (n_pos * n_neg));
   * `within_group_auroc`: the same over (positive, negative) pairs of one group only;
   * `spearman`: Spearman rank correlation (average ranks for ties);
-  * `bootstrap_mean_ci`: percentile bootstrap interval of a mean.
+  * `bootstrap_mean_ci`: percentile bootstrap interval of a mean;
+  * `percentile_interval`: the same percentiles of any bootstrap distribution.
 """
 
 from __future__ import annotations
@@ -98,7 +99,6 @@ def bootstrap_mean_ci(values: Sequence[float] | np.ndarray, num_boot: int = 2000
     raise TypeError(f"bootstrap_mean_ci: rng must be a numpy Generator, got {type(rng).__name__}.")
   if not 0 < confidence < 1:
     raise ValueError(f"bootstrap_mean_ci: confidence={confidence} must lie in (0, 1).")
-  lo_q = round(50 * (1 - confidence), 10)
   if v.size == 1:  # scipy needs two values; this is the same (empty) draw
     rng.integers(0, 1, (num_boot, 1))
     return float(v[0]), float(v[0])
@@ -106,5 +106,22 @@ def bootstrap_mean_ci(values: Sequence[float] | np.ndarray, num_boot: int = 2000
     warnings.simplefilter("ignore", stats.DegenerateDataWarning)
     res = stats.bootstrap((v,), np.mean, n_resamples=num_boot, vectorized=True,
                           method="percentile", confidence_level=confidence, rng=rng)
-  lo, hi = np.percentile(res.bootstrap_distribution, [lo_q, 100 - lo_q])
+  lo, hi = percentile_interval(res.bootstrap_distribution, confidence)
   return float(lo), float(hi)
+
+
+def percentile_interval(samples: Sequence[float] | np.ndarray, confidence: float = 0.95
+                        ) -> tuple[np.ndarray, np.ndarray]:
+  """`(lo, hi)`: percentiles `50 (1 -+ confidence)` of `samples` along axis 0.
+
+  numpy's linear interpolation, as `bootstrap_mean_ci`; the level is rounded to 10 places
+  so that 0.95 gives exactly 2.5 and 97.5. `samples` is `[num_boot, ...]`.
+  """
+  x = np.asarray(samples, np.float64)
+  if x.ndim == 0 or x.shape[0] == 0:
+    raise ValueError(f"percentile_interval: samples has shape {x.shape}; pass [num_boot, ...].")
+  if not 0 < confidence < 1:
+    raise ValueError(f"percentile_interval: confidence={confidence} must lie in (0, 1).")
+  lo_q = round(50 * (1 - confidence), 10)
+  lo, hi = np.percentile(x, [lo_q, 100 - lo_q], axis=0)
+  return lo, hi

@@ -4,7 +4,9 @@ At each generation budget N, the compute-optimal strategy picks, per difficulty 
 strategy (and hyperparameters) with the best accuracy at budget N, and applies it to that
 bin's questions. The paper estimates the choice with 2-fold cross-validation inside each
 bin: pick on one half of the bin's questions, score on the other half, and vice versa, so
-every question is scored by a choice made without it.
+every question is scored by a choice made without it. `bootstrap` resamples the questions
+within their (bin, fold) cells and redoes all of it, for intervals of the accuracies and of
+`samples_ratio_vs_bon`.
 
 Inputs are plain arrays: `results[strategy][N]` is the `[Q]` per-question correctness (in
 [0, 1], the mean over repeats) of a strategy at budget N, for the same Q questions, where N
@@ -19,6 +21,8 @@ import math
 from typing import Mapping
 
 import numpy as np
+
+from ttc_jax import stats
 
 BASELINE = "best_of_n/selection=weighted"
 
@@ -66,7 +70,7 @@ def folds(bins: np.ndarray, seed: int = 0) -> np.ndarray:
 
 
 def compute_optimal(results: Results, bins: np.ndarray, baseline: str = BASELINE,
-                    seed: int = 0) -> dict[int, Allocation]:
+                    seed: int = 0, fold: np.ndarray | None = None) -> dict[int, Allocation]:
   """Per budget, the compute-optimal allocation over `bins` (paper §3 eq. 1, 2-fold CV).
 
   Every budget measured by any strategy gets an `Allocation`; at budget N the candidates are
@@ -78,11 +82,12 @@ def compute_optimal(results: Results, bins: np.ndarray, baseline: str = BASELINE
     results: strategy -> budget N -> `[Q]` correctness in [0, 1].
     bins: `[Q]` difficulty level of each question (e.g. `difficulty.oracle_bins`).
     baseline: the strategy to compare against (best-of-N weighted in the paper).
-    seed: seeds the fold split (`folds`).
+    seed: seeds the fold split (`folds`) when `fold` is None.
+    fold: `[Q]` fold (0 or 1) of each question; None for `folds(bins, seed)`.
   """
   bins = _bins(bins)
   _validate(results, bins.size, baseline)
-  fold = folds(bins, seed)
+  fold = _fold(fold, bins, seed)
   levels = [int(b) for b in np.unique(bins)]
   budgets = sorted({int(n) for per_budget in results.values() for n in per_budget})
   out = {}
@@ -169,6 +174,112 @@ def samples_ratio_vs_bon(optimal: Mapping[int, float], baseline: Mapping[int, fl
           "difficulty_samples": float(difficulty_samples), "interpolate": interpolate}
 
 
+@dataclasses.dataclass(frozen=True)
+class Bootstrap:
+  """The compute-optimal result over questions resampled within their (bin, fold) cells.
+
+  Attributes:
+    ratios: `[num_boot]` `samples_ratio_vs_bon` of each resample; 0 where it never matched.
+    ratio_ci: `(lo, hi)` percentile interval of `ratios`.
+    never_matched_fraction: the fraction of resamples whose compute-optimal curve never
+      reaches the (resampled) baseline's accuracy at its largest budget.
+    accuracy_ci: budget -> `(lo, hi)` of the compute-optimal (2-fold CV) accuracy.
+    baseline_accuracy_ci: budget -> `(lo, hi)` of the baseline's accuracy.
+    confidence: the intervals' level, e.g. 0.95.
+  """
+
+  ratios: np.ndarray
+  ratio_ci: tuple[float, float]
+  never_matched_fraction: float
+  accuracy_ci: dict[int, tuple[float, float]]
+  baseline_accuracy_ci: dict[int, tuple[float, float]]
+  confidence: float
+
+
+def resample_counts(bins: np.ndarray, fold: np.ndarray, num_boot: int,
+                    rng: np.random.Generator) -> np.ndarray:
+  """`[num_boot, Q]` how often each question is drawn: with replacement within each (bin, fold).
+
+  Every resample keeps each cell's size, so a question never crosses folds and the bins
+  keep their sizes (docs/design.md, "Compute-optimal"). Cells are drawn in sorted (bin,
+  fold) order, so the counts are a function of the Generator's state.
+  """
+  counts = np.zeros((num_boot, bins.size), np.int64)
+  rows = np.arange(num_boot)[:, None]
+  for members in _cells(bins, fold):
+    k = members.size
+    if k:
+      draws = rows * k + rng.integers(0, k, (num_boot, k))
+      counts[:, members] = np.bincount(draws.ravel(), minlength=num_boot * k).reshape(-1, k)
+  return counts
+
+
+def bootstrap(results: Results, bins: np.ndarray, baseline: str = BASELINE, seed: int = 0, *,
+              num_boot: int = 1000, difficulty_samples: float = 0.0, interpolate: bool = False,
+              fold: np.ndarray | None = None, confidence: float = 0.95) -> Bootstrap:
+  """Percentile intervals of `compute_optimal` and `samples_ratio_vs_bon` over questions.
+
+  Each resample redraws every (bin, fold) cell's questions with replacement
+  (`resample_counts`), redoes the 2-fold choice per bin and budget on the resampled folds,
+  the compute-optimal and baseline curves, and the samples ratio (with `difficulty_samples`
+  and `interpolate` as in `samples_ratio_vs_bon`); a resample that never matches counts as
+  ratio 0. Vectorised over resamples: per cell, one `[num_boot, k] @ [k, columns]` product
+  gives every (strategy, budget)'s resampled sum. Deterministic given `seed`, which seeds
+  the fold split (when `fold` is None) and, as `default_rng([seed, 1])`, the resampling.
+  """
+  bins = _bins(bins)
+  _validate(results, bins.size, baseline)
+  if isinstance(num_boot, bool) or not isinstance(num_boot, (int, np.integer)) or num_boot < 1:
+    raise ValueError(f"num_boot={num_boot!r} must be an int >= 1 (e.g. 1000).")
+  fold = _fold(fold, bins, seed)
+  counts = resample_counts(bins, fold, num_boot, np.random.default_rng([seed, 1]))
+  optimal, base = _resampled_curves(results, bins, fold, counts, baseline)
+  ratios = np.zeros(num_boot)
+  for r in range(num_boot):
+    match = samples_ratio_vs_bon({n: a[r] for n, a in optimal.items()},
+                                 {n: a[r] for n, a in base.items()}, difficulty_samples,
+                                 interpolate)
+    ratios[r] = match["ratio"] or 0.0
+  lo, hi = stats.percentile_interval(ratios, confidence)
+  interval = lambda curve: {n: tuple(float(x) for x in stats.percentile_interval(a, confidence))
+                            for n, a in curve.items()}
+  return Bootstrap(ratios=ratios, ratio_ci=(float(lo), float(hi)),
+                   never_matched_fraction=float(np.mean(ratios == 0)),
+                   accuracy_ci=interval(optimal), baseline_accuracy_ci=interval(base),
+                   confidence=confidence)
+
+
+def _resampled_curves(results: Results, bins: np.ndarray, fold: np.ndarray, counts: np.ndarray,
+                      baseline: str) -> tuple[dict[int, np.ndarray], dict[int, np.ndarray]]:
+  """Budget -> `[R]` compute-optimal (2-fold CV) and baseline accuracies of each resample.
+
+  The same choice rule as `compute_optimal` (highest sum on the picking fold, ties to the
+  preference order; an empty fold picks the first candidate), and the baseline's sum is
+  added up in the same cell order, so a policy that picks the baseline everywhere equals it.
+  """
+  order = _preference(results, baseline)
+  columns = [(s, n) for s in order for n in sorted(results[s])]
+  where = {key: i for i, key in enumerate(columns)}
+  table = np.stack([np.asarray(results[s][n], np.float64) for s, n in columns], 1)  # [Q, K]
+  cells = _cells(bins, fold)
+  weights = counts.astype(np.float64)
+  sums = np.stack([weights[:, c] @ table[c] for c in cells])  # [cells, R, K]
+  # Rounded so that float noise in equal sums cannot break a tie against the preference.
+  keys = np.round(sums, 9)
+  pairs = [(i + f, i + 1 - f) for i in range(0, len(cells), 2) for f in (0, 1)]  # (pick, score)
+  optimal, base = {}, {}
+  for n in sorted({n for s in order for n in results[s]}):
+    cand = np.asarray([where[s, n] for s in order if n in results[s]])
+    total = np.zeros(counts.shape[0])
+    for pick, score in pairs:
+      best = keys[pick][:, cand].argmax(1)
+      total += np.take_along_axis(sums[score][:, cand], best[:, None], 1)[:, 0]
+    optimal[n] = total / bins.size
+    if n in results[baseline]:
+      base[n] = sum(sums[score][:, where[baseline, n]] for _, score in pairs) / bins.size
+  return optimal, base
+
+
 def _best(table: Mapping[str, np.ndarray], mask: np.ndarray) -> str:
   """The strategy with the highest mean over `mask` (first in `table` order on ties)."""
   keys = list(table)
@@ -176,6 +287,21 @@ def _best(table: Mapping[str, np.ndarray], mask: np.ndarray) -> str:
     return keys[0]
   means = [table[s][mask].mean() for s in keys]
   return keys[int(np.argmax(means))]
+
+
+def _cells(bins: np.ndarray, fold: np.ndarray) -> list[np.ndarray]:
+  """The question indices of each (bin, fold) cell: sorted bins, fold 0 then 1."""
+  return [np.flatnonzero((bins == b) & (fold == f)) for b in np.unique(bins) for f in (0, 1)]
+
+
+def _fold(fold: np.ndarray | None, bins: np.ndarray, seed: int) -> np.ndarray:
+  if fold is None:
+    return folds(bins, seed)
+  fold = np.asarray(fold)
+  if fold.shape != bins.shape or not np.isin(fold, (0, 1)).all():
+    raise ValueError(f"fold must be a [Q={bins.size}] array of 0/1 like folds(bins); got shape "
+                     f"{fold.shape}, values {np.unique(fold)[:5].tolist()}.")
+  return fold.astype(np.int64)
 
 
 def _preference(results: Results, baseline: str) -> list[str]:

@@ -124,13 +124,16 @@ def strategy_table(rows: Rows, questions: Sequence[str], fields: Sequence[str] =
 
 def compute_optimal_summary(results: Table, oracle_bins: np.ndarray, predicted_bins: np.ndarray,
                             baseline: str, predicted_samples: int, seed: int = 0,
-                            interpolate: bool = False) -> dict[str, Any]:
+                            interpolate: bool = False, num_boot: int = 1000) -> dict[str, Any]:
   """The JSON-able compute-optimal result for both binnings (paper §5 Fig. 4, §6 Fig. 8).
 
   Predicted bins count the `predicted_samples` scored per question to bin it in their
   `samples_ratio_vs_bon` (`samples_ratio_vs_bon_uncounted` is the paper's convention, which
   ignores that cost); oracle bins count nothing (they need the ground truth and are an
-  upper bound).
+  upper bound). Each binning also gets 95% intervals from `num_boot` resamples of the
+  questions within their (bin, fold) cells (`compute_optimal.bootstrap`):
+  `samples_ratio_vs_bon_ci`, `never_matched_fraction` and `accuracy_ci`; the top-level
+  `baseline_accuracy_ci` comes from the oracle binning's resamples.
   """
   baseline_curve = {n: float(np.mean(c)) for n, c in results[baseline].items()}
   out: dict[str, Any] = {"baseline": baseline, "strategies": sorted(results),
@@ -138,15 +141,23 @@ def compute_optimal_summary(results: Table, oracle_bins: np.ndarray, predicted_b
                          "baseline_accuracy": keyed(baseline_curve),
                          # A non-monotone baseline matches itself early: the noise floor.
                          "baseline_self_ratio": _round(co.samples_ratio_vs_bon(
-                             baseline_curve, baseline_curve)["ratio"])}
+                             baseline_curve, baseline_curve)["ratio"]),
+                         "num_boot": num_boot}
   for name, bins, cost in (("oracle", oracle_bins, 0), ("predicted", predicted_bins,
                                                         predicted_samples)):
-    alloc = co.compute_optimal(results, np.asarray(bins, np.int64), baseline, seed)
+    bins = np.asarray(bins, np.int64)
+    alloc = co.compute_optimal(results, bins, baseline, seed)
     curve = co.curves(alloc)
     match = co.samples_ratio_vs_bon(curve["compute_optimal"], baseline_curve, cost, interpolate)
+    boot = co.bootstrap(results, bins, baseline, seed, num_boot=num_boot,
+                        difficulty_samples=cost, interpolate=interpolate)
     entry = {
-        "samples_ratio_vs_bon": _round(match["ratio"]), "match": _rounded(match),
+        "samples_ratio_vs_bon": _round(match["ratio"]),
+        "samples_ratio_vs_bon_ci": _pair(boot.ratio_ci),
+        "never_matched_fraction": round(boot.never_matched_fraction, 4),
+        "match": _rounded(match),
         "accuracy": keyed(curve["compute_optimal"]),
+        "accuracy_ci": {str(n): _pair(ci) for n, ci in sorted(boot.accuracy_ci.items())},
         "in_sample_accuracy": keyed(curve["in_sample"]),
         "per_bin": {str(n): keyed(a.per_bin) for n, a in alloc.items()},
         "choices": {str(n): {str(b): list(c) for b, c in a.choices.items()}
@@ -158,8 +169,52 @@ def compute_optimal_summary(results: Table, oracle_bins: np.ndarray, predicted_b
       uncounted = co.samples_ratio_vs_bon(curve["compute_optimal"], baseline_curve, 0,
                                           interpolate)
       entry["samples_ratio_vs_bon_uncounted"] = _round(uncounted["ratio"])
+    if name == "oracle":
+      out["baseline_accuracy_ci"] = {str(n): _pair(ci)
+                                     for n, ci in sorted(boot.baseline_accuracy_ci.items())}
     out[name] = entry
   return out
+
+
+def search_vs_baseline(results: Table, pass_at_1: np.ndarray, baseline: str,
+                       num_boot: int = 1000, seed: int = 0, confidence: float = 0.95
+                       ) -> dict[str, Any]:
+  """Paired differences, strategy minus baseline correctness, per shared budget (paper §5).
+
+  For every strategy other than `baseline` and every budget both measured, the mean over
+  questions of `correct[strategy] - correct[baseline]` with a paired percentile bootstrap
+  interval (`stats.bootstrap_mean_ci`, one Generator seeded by `seed`, strategies and
+  budgets in sorted order), over (a) all questions and (b) the harder half: the questions
+  whose `pass_at_1` (oracle pass@1 from the difficulty samples) is strictly below its median
+  over all questions (`np.median`). Ties at the median are left out, so the harder half
+  holds at most half of the questions; an empty one gives None.
+  """
+  pass1 = np.asarray(pass_at_1, np.float64)
+  base = results[baseline]
+  q = next(iter(base.values())).shape[0]
+  if pass1.shape != (q,) or not np.isfinite(pass1).all():
+    raise ValueError(f"pass_at_1 has shape {pass1.shape}; pass one finite pass@1 per question, "
+                     f"shape ({q},) like the strategy table.")
+  median = float(np.median(pass1))
+  subsets = {"all": np.ones(q, bool), "harder_half": pass1 < median}
+  rng = np.random.default_rng(seed)
+  strategies: dict[str, Any] = {}
+  for s in sorted(set(results) - {baseline}):
+    for n in sorted(set(results[s]) & set(base)):
+      diff = np.asarray(results[s][n], np.float64) - np.asarray(base[n], np.float64)
+      cell = {}
+      for name, mask in subsets.items():
+        cell[name] = None if not mask.any() else {
+            "mean": _round(float(diff[mask].mean())),
+            "ci": _pair(stats.bootstrap_mean_ci(diff[mask], num_boot, rng=rng,
+                                                confidence=confidence))}
+      strategies.setdefault(s, {})[str(n)] = cell
+  return {"baseline": baseline, "num_boot": num_boot, "confidence": confidence,
+          "num_questions": q,
+          "harder_half": {"definition": "oracle pass@1 strictly below its median",
+                          "median_pass@1": _round(median),
+                          "num_questions": int(subsets["harder_half"].sum())},
+          "strategies": strategies}
 
 
 def applied_strategy(results: Table, bins: np.ndarray, baseline: str, seed: int = 0
@@ -248,6 +303,11 @@ def flops_matched(tables: Mapping[str, Table], bins: np.ndarray, large: Mapping[
           "bins": "oracle"}
 
 
+def _pair(ci: Sequence[float] | None) -> list[float] | None:
+  """An interval `(lo, hi)` as a JSON list, 4 decimals (None stays None)."""
+  return None if ci is None else [_round(float(x)) for x in ci]
+
+
 def _rounded(d: Mapping[str, Any]) -> dict[str, Any]:
   return {k: _round(v) if isinstance(v, float) else v for k, v in d.items()}
 
@@ -287,3 +347,16 @@ def merged(questions: Sequence[str], search_rows: Rows, revision_rows: Rows | No
 def ratio_text(ratio: float | None) -> str:
   """'4.00x', or 'never matches' where the policy never reaches the target."""
   return "never matches" if ratio is None else f"{ratio:.2f}x"
+
+
+def ratio_ci_text(entry: Mapping[str, Any]) -> str:
+  """'4.00x (95% CI 1.30x–8.00x; never matched in 12% of resamples)' of a summary entry.
+
+  Just `ratio_text` for an entry without an interval (written before intervals existed).
+  """
+  text = ratio_text(entry.get("samples_ratio_vs_bon"))
+  ci = entry.get("samples_ratio_vs_bon_ci")
+  if ci is None:
+    return text
+  never = entry.get("never_matched_fraction", 0.0)
+  return f"{text} (95% CI {ci[0]:.2f}x–{ci[1]:.2f}x; never matched in {never:.0%} of resamples)"

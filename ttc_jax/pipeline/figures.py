@@ -84,25 +84,42 @@ def revision_ratios(path: str, curves: Curves, title: str = "") -> tuple[str, st
 
 
 def compute_optimal_vs_bon(path: str, baseline: Mapping[int, float], oracle: Mapping[int, float],
-                           predicted: Mapping[int, float] | None = None,
-                           title: str = "") -> tuple[str, str]:
+                           predicted: Mapping[int, float] | None = None, title: str = "",
+                           intervals: Mapping[str, Mapping[int, Sequence[float]]] | None = None
+                           ) -> tuple[str, str]:
   """Compute-optimal (oracle and predicted bins) vs best-of-N weighted (paper Figs. 4, 8).
 
-  Each argument maps budget N -> accuracy. CSV columns: strategy, budget, accuracy.
+  Each curve maps budget N -> accuracy. `intervals` ("baseline", "oracle" or "predicted" ->
+  N -> `(lo, hi)`, e.g. bootstrap intervals) are drawn as shaded bands. CSV columns:
+  strategy, budget, accuracy, ci_lo, ci_hi (empty without an interval).
   """
-  curves = {"best-of-N weighted": baseline, "compute-optimal (oracle bins)": oracle}
+  names = {"baseline": "best-of-N weighted", "oracle": "compute-optimal (oracle bins)",
+           "predicted": "compute-optimal (predicted bins)"}
+  curves = {names["baseline"]: baseline, names["oracle"]: oracle}
   if predicted is not None:
-    curves["compute-optimal (predicted bins)"] = predicted
+    curves[names["predicted"]] = predicted
   curves = _curves(curves, "curves", positive_x=True)
+  bands = {}
+  for key, band in (intervals or {}).items():
+    if key not in names or names[key] not in curves:
+      raise ValueError(f"intervals has key {key!r}; use those of the curves drawn: "
+                       f"{[k for k in names if names[k] in curves]}.")
+    bands[names[key]] = {x: (float(lo), float(hi)) for x, (lo, hi) in band.items()}
   fig, ax = _figure()
-  styles = {"best-of-N weighted": dict(color="0.4", linestyle="--", marker="s")}
+  styles = {names["baseline"]: dict(color="0.4", linestyle="--", marker="s")}
   for label, curve in curves.items():
     xs = sorted(curve)
-    ax.plot(xs, [curve[x] for x in xs], label=label, **styles.get(label, dict(marker="o")))
+    style = styles.get(label, dict(marker="o"))
+    line = ax.plot(xs, [curve[x] for x in xs], label=label, **style)[0]
+    band = sorted(x for x in bands.get(label, {}) if x in curve)
+    if band:
+      ax.fill_between(band, [bands[label][x][0] for x in band], [bands[label][x][1] for x in band],
+                      color=line.get_color(), alpha=0.15, linewidth=0)
   _budget_axis(ax, [x for c in curves.values() for x in c])
   _finish(ax, title or "Compute-optimal scaling vs best-of-N", "Accuracy")
-  rows = [(label, x, acc) for label, c in curves.items() for x, acc in sorted(c.items())]
-  return _save(fig, path, ("strategy", "budget", "accuracy"), rows)
+  rows = [(label, x, acc, *bands.get(label, {}).get(x, ("", "")))
+          for label, c in curves.items() for x, acc in sorted(c.items())]
+  return _save(fig, path, ("strategy", "budget", "accuracy", "ci_lo", "ci_hi"), rows)
 
 
 def flops_matched_bars(path: str, large: Mapping[int, float],

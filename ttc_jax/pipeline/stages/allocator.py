@@ -4,7 +4,9 @@ On the search stage's questions:
   * difficulty: oracle and predicted bins (`difficulty.json`, `difficulty.npz`); the samples
     are the verifier evaluation's when they suffice, else drawn here;
   * compute-optimal: the best strategy per (bin, budget) with 2-fold cross-validation,
-    against best-of-N (`compute_optimal.json`, summary key `compute_optimal`);
+    against best-of-N, with bootstrap intervals over questions, and each search strategy
+    against best-of-N question by question on all and the harder half of the questions
+    (`compute_optimal.json`, summary key `compute_optimal`, its `search_vs_baseline`);
   * FLOPs exchange: the small model at matched FLOPs against the larger model
     (`flops.json`, summary key `flops`).
 Difficulty samples are drawn once; the allocation and FLOPs tables recompute in milliseconds.
@@ -127,18 +129,25 @@ def _score_samples(r: state.Run, lm: state.LM, verifiers: state.Verifiers,
 
 def allocate(r: state.Run, diff: dict[str, Any], strategy: dict[str, tables.Table],
              skipped: list[str]) -> dict[str, Any]:
-  """Compute-optimal (paper §3 eq. 1, §5, §6) with oracle and predicted bins vs best-of-N."""
+  """Compute-optimal (paper §3 eq. 1, §5, §6) with oracle and predicted bins vs best-of-N.
+
+  Also `search_vs_baseline`: every other strategy minus best-of-N per question, over all
+  questions and the harder half by the difficulty samples' pass@1 (paper §5).
+  """
   cfg = r.settings.allocator
   result = tables.compute_optimal_summary(
       strategy["correct"], np.asarray(diff["oracle_bins"]), np.asarray(diff["predicted_bins"]),
       cfg.baseline, diff["predicted_samples"], cfg.cv_seed, cfg.interpolate)
   result.update(num_questions=len(diff["question"]), skipped_rows=skipped,
-                difficulty_samples=diff["difficulty_samples"])
+                difficulty_samples=diff["difficulty_samples"],
+                search_vs_baseline=tables.search_vs_baseline(
+                    strategy["correct"], np.asarray(diff["pass@1"]), cfg.baseline,
+                    seed=cfg.cv_seed))
   metrics.write_json(r.path(artifacts.COMPUTE_OPTIMAL), result)
   metrics.update_summary(r.workdir, compute_optimal=result)
   for name in ("oracle", "predicted"):
     m = result[name]
-    r.log("compute-optimal", f"{name} bins: {tables.ratio_text(m['samples_ratio_vs_bon'])} "
+    r.log("compute-optimal", f"{name} bins: {tables.ratio_ci_text(m)} "
           f"fewer samples than best-of-N at {m['match']['baseline_budget']} "
           f"(target {m['match']['target_accuracy']:.3f})")
   return result

@@ -22,6 +22,7 @@ from ttc_jax.pipeline import figures
 from ttc_jax.pipeline import state
 
 GAIN_TABLE_STEPS = 6  # revision steps shown in the report's per-step table
+PAIRED_MAX_BUDGET = 16  # the paired search-vs-best-of-N table shows budgets up to this (§5)
 
 
 def run(r: state.Run, data: state.Data) -> str:
@@ -42,7 +43,8 @@ def run(r: state.Run, data: state.Data) -> str:
   results = strategy["correct"]
   fig = lambda name: r.path(artifacts.FIGURES, name + ".png")
   sections = [_setup_section(r, large, diff, len(questions)), *_search_sections(
-      results, diff, fig), _compute_optimal_section(opt, fig), *_flops_sections(fl, fig)]
+      results, diff, fig), _compute_optimal_section(opt, fig), *_paired_section(opt),
+      *_flops_sections(fl, fig)]
   if with_revisions:
     rev = metrics.read_json(r.path(artifacts.REVISIONS))
     sections += [_revisions_section(rev, fig("revision_ratios")), _revision_steps_section(rev)]
@@ -87,7 +89,11 @@ def _compute_optimal_section(opt: Mapping[str, Any], fig: Callable[[str], str]) 
   base, orc, pred = (tables.unkeyed(opt["baseline_accuracy"]),
                      tables.unkeyed(opt["oracle"]["accuracy"]),
                      tables.unkeyed(opt["predicted"]["accuracy"]))
-  img = figures.compute_optimal_vs_bon(fig("compute_optimal_vs_bon"), base, orc, pred)[0]
+  intervals = {label: {int(n): ci for n, ci in ci_by_n.items()} for label, ci_by_n in (
+      ("baseline", opt.get("baseline_accuracy_ci")), ("oracle", opt["oracle"].get("accuracy_ci")),
+      ("predicted", opt["predicted"].get("accuracy_ci"))) if ci_by_n}
+  img = figures.compute_optimal_vs_bon(fig("compute_optimal_vs_bon"), base, orc, pred,
+                                       intervals=intervals)[0]
   return {
       "title": "Compute-optimal vs best-of-N (paper §5, Fig. 4)",
       "text": _headline_text(opt),
@@ -135,15 +141,44 @@ def _headline_text(opt: Mapping[str, Any]) -> str:
       f"{m['baseline_budget'] / opt['baseline_self_ratio']:g} "
       f"({opt['baseline_self_ratio']:.2f}x): ratios at or below that are noise, not allocation.",
       f"- Oracle bins: matched at budget {m['matched_budget']}, "
-      f"**{tables.ratio_text(o['samples_ratio_vs_bon'])} fewer samples** (difficulty samples not "
+      f"**{tables.ratio_ci_text(o)} fewer samples** (difficulty samples not "
       f"counted: oracle bins need the answers). Best {m['best_accuracy']:.3f} at "
       f"{m['best_budget']}.",
       f"- Predicted bins: matched at budget {p['match']['matched_budget']}, "
-      f"**{tables.ratio_text(p['samples_ratio_vs_bon'])} fewer samples** counting the "
+      f"**{tables.ratio_ci_text(p)} fewer samples** counting the "
       f"{p['difficulty_samples_counted']} PRM-scored samples per question spent to bin it "
       f"({tables.ratio_text(p.get('samples_ratio_vs_bon_uncounted'))} without counting them, the "
       f"paper's convention)."]
+  if "num_boot" in opt:
+    lines.append(f"Intervals: percentiles of {opt['num_boot']} bootstrap resamples of the "
+                 f"questions within their (bin, fold) cells, each redoing the choices, curves "
+                 f"and ratio; a resample that never matches counts as ratio 0.")
   return "\n".join(lines)
+
+
+def _paired_section(opt: Mapping[str, Any]) -> list[dict[str, Any]]:
+  """Each strategy minus best-of-N on the harder half, budgets <= 16 (paper §5, Fig. 3)."""
+  paired = opt.get("search_vs_baseline")
+  if not paired:  # a compute_optimal.json written before the paired comparison
+    return []
+  rows = []
+  for s, by_n in paired["strategies"].items():
+    for n, cell in by_n.items():
+      hard, every = cell["harder_half"], cell["all"]
+      if int(n) <= PAIRED_MAX_BUDGET and hard is not None:
+        rows.append({"strategy": s, "N": int(n), "harder half: mean diff": hard["mean"],
+                     "95% CI": f"{hard['ci'][0]:+.3f} .. {hard['ci'][1]:+.3f}",
+                     "CI above 0": "yes" if hard["ci"][0] > 0 else "",
+                     "all: mean diff": every["mean"]})
+  h = paired["harder_half"]
+  return [{"title": f"Strategies vs {paired['baseline']}, question by question (paper §5)",
+           "text": f"Mean over questions of (strategy correct - {paired['baseline']} correct) at "
+                   f"equal budget N <= {PAIRED_MAX_BUDGET}, with a {paired['confidence']:.0%} "
+                   f"paired bootstrap interval ({paired['num_boot']} resamples of the "
+                   f"questions). Harder half: the {h['num_questions']} of "
+                   f"{paired['num_questions']} questions whose oracle pass@1 is strictly "
+                   f"below its median {h['median_pass@1']}.",
+           "table": rows}]
 
 
 def _setup_section(r: state.Run, large: Mapping[str, Any], diff: Mapping[str, Any],
