@@ -57,6 +57,11 @@ CASES = {
         ["--config.prm.format=qwen_math_prm"],
         "prm.format='qwen_math_prm' is invalid; it must be the open PRM's scoring rule when "
         "prm.checkpoint is set"),
+    "ranking loss over split questions": (
+        ["--config.prm.ranking_weight=1.0", "--config.prm.train.batch_size=6"],
+        "prm.train.batch_size=6 must be a multiple of prm.labels.num_solutions=4"),
+    "negative ranking weight": (
+        ["--config.prm.ranking_weight=-1.0"], "prm.ranking_weight=-1.0 is invalid"),
     "missing larger checkpoint": (
         ["--config.allocator.large_checkpoint=/no/such/7b"],
         "config.allocator.large_checkpoint='/no/such/7b' does not exist"),

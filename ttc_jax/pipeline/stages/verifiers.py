@@ -41,12 +41,14 @@ def train(r: state.Run, data: state.Data, lm: state.LM, labels: state.Labels
   d = labels.arrays
   prm_arrays = {"tokens": d["tokens"], "step_ends": d["step_ends"],
                 "labels": np.clip(d["labels"], 0.0, 1.0),
-                "label_mask": (d["step_ends"] >= 0).astype(np.float32)}
+                "label_mask": (d["step_ends"] >= 0).astype(np.float32),
+                "question": d["question_index"]}
   last = np.maximum(d["num_steps"] - 1, 0)
   final_pos = np.maximum(d["step_ends"][np.arange(len(last)), last], 0).astype(np.int32)
   orm_arrays = {"tokens": d["tokens"], "final_pos": final_pos,
                 "label": d["correct"].astype(np.float32)}
   orm = _train_reward(r, lm, "orm", reward.orm_loss, orm_arrays, r.settings.orm_train)
+  ranking = r.settings.prm.ranking_weight
   aggregation = r.settings.verifier_eval.aggregation
   if r.settings.prm.checkpoint:
     prm = open_verifier(r, data.test, aggregation)
@@ -54,8 +56,10 @@ def train(r: state.Run, data: state.Data, lm: state.LM, labels: state.Labels
     r.log("verifiers", f"open PRM ({r.settings.prm.format}): {num_params:,} parameters from "
           f"{r.settings.prm.checkpoint}; PRM training skipped")
   else:
-    graphdef, params = _train_reward(r, lm, "prm", reward.prm_loss, prm_arrays,
-                                     r.settings.prm_train)
+    # With the ranking loss, batches hold whole questions (all their labelled solutions).
+    groups = d["question_index"] if ranking else None
+    graphdef, params = _train_reward(r, lm, "prm", lambda f: reward.prm_loss(f, ranking),
+                                     prm_arrays, r.settings.prm_train, groups)
     prm, num_params = search_base.Verifier(graphdef, params, aggregation), lm.cfg.num_params
   return state.Verifiers(prm=prm, prm_num_params=num_params, orm=orm)
 
@@ -72,13 +76,15 @@ def open_verifier(r: state.Run, examples: list[tasks.Example], aggregation: str
 
 
 def _train_reward(r: state.Run, lm: state.LM, name: str, loss: Callable,
-                  arrays: dict[str, np.ndarray], cfg: trainer.TrainConfig):
+                  arrays: dict[str, np.ndarray], cfg: trainer.TrainConfig,
+                  groups: np.ndarray | None = None):
   graphdef, params = reward.from_lm(lm.params, lm.cfg, r.seed)
   params = mesh_lib.shard_params(params, r.mesh)
   apply_fn = lambda params, tokens: reward.apply(graphdef, params, tokens)[0]
-  params = trainer.train(params, loss(apply_fn),
-                         batches.epoch_batches(arrays, cfg.batch_size, r.seed), cfg,
-                         r.workdir, name=name, mesh=r.mesh)
+  batch_fn = (batches.epoch_batches(arrays, cfg.batch_size, r.seed) if groups is None else
+              batches.group_batches(arrays, groups, cfg.batch_size, r.seed))
+  params = trainer.train(params, loss(apply_fn), batch_fn, cfg, r.workdir, name=name,
+                         mesh=r.mesh)
   return graphdef, params
 
 
