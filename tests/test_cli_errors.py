@@ -45,6 +45,8 @@ CASES = {
         ["--config.workdir=gs://bucket/run1"], "Cannot write to workdir 'gs://bucket/run1' ("),
     "unknown stage to rerun": (
         ["--rerun_from=everything"], "--rerun_from='everything' is not a stage; stages: ['data'"),
+    "unknown stage to stop after": (
+        ["--stop_after=search_stage"], "--stop_after='search_stage' is not a stage; stages:"),
     "stray argument": (["extra"], "unexpected arguments ['extra']"),
     "missing policy checkpoint": (
         ["--config.policy.checkpoint=/no/such/model"],
