@@ -52,6 +52,8 @@ def get_config() -> ml_collections.ConfigDict:
   c.prm.checkpoint = ""
   c.prm.format = ""
   c.prm.param_dtype = "float32"
+  # Pairwise loss between sibling steps of a question beside the BCE (0 = the paper's BCE).
+  c.prm.ranking_weight = 0.0
   # ORM: final-answer correctness of the same base-LM samples.
   c.orm = ml_collections.ConfigDict()
   c.orm.train = ml_collections.ConfigDict(dict(

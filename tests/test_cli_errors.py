@@ -45,6 +45,8 @@ CASES = {
         ["--config.workdir=gs://bucket/run1"], "Cannot write to workdir 'gs://bucket/run1' ("),
     "unknown stage to rerun": (
         ["--rerun_from=everything"], "--rerun_from='everything' is not a stage; stages: ['data'"),
+    "unknown stage to stop after": (
+        ["--stop_after=search_stage"], "--stop_after='search_stage' is not a stage; stages:"),
     "stray argument": (["extra"], "unexpected arguments ['extra']"),
     "missing policy checkpoint": (
         ["--config.policy.checkpoint=/no/such/model"],
@@ -57,6 +59,11 @@ CASES = {
         ["--config.prm.format=qwen_math_prm"],
         "prm.format='qwen_math_prm' is invalid; it must be the open PRM's scoring rule when "
         "prm.checkpoint is set"),
+    "ranking loss over split questions": (
+        ["--config.prm.ranking_weight=1.0", "--config.prm.train.batch_size=6"],
+        "prm.train.batch_size=6 must be a multiple of prm.labels.num_solutions=4"),
+    "negative ranking weight": (
+        ["--config.prm.ranking_weight=-1.0"], "prm.ranking_weight=-1.0 is invalid"),
     "missing larger checkpoint": (
         ["--config.allocator.large_checkpoint=/no/such/7b"],
         "config.allocator.large_checkpoint='/no/such/7b' does not exist"),

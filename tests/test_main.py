@@ -54,6 +54,8 @@ def test_cli_job_writes_workdir(finished_run):
   assert os.path.isdir(workdir / "checkpoints" / "orm" / "10")
   assert "prm_step_auroc" in summary and "mc_label_step_auroc" in summary
   assert "prm_first_step_within_question_auroc" in summary
+  lo, hi = summary["prm_first_step_within_question_auroc_ci"]
+  assert lo <= summary["prm_first_step_within_question_auroc"] <= hi
   assert "mc_label_step_auroc_train" in summary
   assert os.path.exists(workdir / "prm_labels_heldout" / "manifest.json")
   assert set(summary["bon"]) == {"prm_weighted", "prm_naive", "orm_weighted", "majority"}

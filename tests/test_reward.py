@@ -234,3 +234,38 @@ def test_aggregate_in_jit_matches_the_host(how):
   np.testing.assert_allclose(np.asarray(dev), host, rtol=1e-6)
   assert host[2] == 0.0
   assert host[0] == pytest.approx({"last": 0.2, "min": 0.2, "prod": 0.18}[how], rel=1e-6)
+
+
+def test_pairwise_sibling_loss_by_hand():
+  """Only steps of one question at one depth pair up; weights are the label gaps."""
+  logits = jnp.asarray([[1.0, 0.0], [-1.0, 2.0], [3.0, 0.0]])
+  labels = jnp.asarray([[0.9, 0.2], [0.1, 0.7], [0.0, 0.5]])
+  mask = jnp.asarray([[1, 1], [1, 1], [1, 0]], jnp.float32)
+  question = jnp.asarray([0, 0, 1])
+  sp = lambda x: math.log1p(math.exp(-x))  # -log sigmoid(x)
+  # Question 0: depth 0 pairs (row 0 over row 1, gap 0.8), depth 1 (row 1 over row 0, 0.5).
+  # Row 2 is alone in question 1, and its second step is masked.
+  want = (0.8 * sp(1.0 - -1.0) + 0.5 * sp(2.0 - 0.0)) / 1.3
+  got = reward.pairwise_sibling_loss(logits, labels, mask, question)
+  np.testing.assert_allclose(got, want, rtol=1e-5)
+  assert float(reward.pairwise_sibling_loss(logits, labels, mask, jnp.arange(3))) == 0.0
+
+  apply_fn = lambda params, tokens: params["logits"]
+  batch = {"tokens": jnp.zeros((3, 2), jnp.int32), "step_ends": jnp.asarray([[0, 1]] * 3),
+           "labels": labels, "label_mask": mask, "question": question}
+  bce, _ = reward.prm_loss(apply_fn)({"logits": logits}, batch)
+  both, metrics = reward.prm_loss(apply_fn, 0.5)({"logits": logits}, batch)
+  np.testing.assert_allclose(both, bce + 0.5 * want, rtol=1e-5)
+  np.testing.assert_allclose(metrics["bce"], bce, rtol=1e-5)
+  np.testing.assert_allclose(metrics["ranking_loss"], want, rtol=1e-5)
+
+
+def test_ranking_loss_pushes_siblings_apart_in_label_order():
+  """From tied scores, descending the pairwise loss raises the better-labelled siblings and
+  lowers the worse, question by question (one question's labels never move another's)."""
+  labels = jnp.asarray([[0.9], [0.5], [0.1], [0.3], [0.3]])
+  question = jnp.asarray([0, 0, 0, 1, 1])
+  grad = jax.grad(reward.pairwise_sibling_loss)(jnp.zeros((5, 1)), labels, jnp.ones((5, 1)),
+                                                question)[:, 0]
+  assert grad[0] < 0 < grad[2] and grad[0] < grad[1] < grad[2]
+  np.testing.assert_array_equal(grad[3:], 0.0)  # equal labels: no pair, no push

@@ -254,3 +254,23 @@ def test_bootstrap_errors():
     stats.bootstrap_mean_ci([1.0, 2.0], rng=0)
   with pytest.raises(ValueError, match="confidence"):
     stats.bootstrap_mean_ci([1.0, 2.0], rng=np.random.default_rng(0), confidence=95)
+
+
+def test_within_group_auroc_ci_resamples_whole_groups():
+  rng = np.random.default_rng(0)
+  g = np.repeat(np.arange(40), 6)
+  y = np.tile([1, 1, 1, 0, 0, 0], 40)
+  # Half the groups rank perfectly, half backwards: 0.5 overall, a wide interval.
+  s = np.where((g % 2 == 0), y, 1 - y) + 0.01 * rng.random(g.size)
+  point = stats.within_group_auroc(s, y, g)
+  lo, hi = stats.within_group_auroc_ci(s, y, g, 1000, rng=np.random.default_rng(1))
+  assert lo < point < hi and hi - lo > 0.2
+  # Every group alike: each resample gives the same AUROC, so the interval is that point.
+  same = np.where(y == 1, 0.9, 0.1) + 0.0 * g
+  assert stats.within_group_auroc_ci(same, y, g, 200, rng=np.random.default_rng(1)) == (1.0, 1.0)
+  # Four times the groups, the same mix: a narrower interval.
+  g4 = np.repeat(np.arange(160), 6)
+  s4, y4 = np.where(g4 % 2 == 0, np.tile(y, 4), 1 - np.tile(y, 4)), np.tile(y, 4)
+  lo4, hi4 = stats.within_group_auroc_ci(s4, y4, g4, 1000, rng=np.random.default_rng(1))
+  assert hi4 - lo4 < 0.7 * (hi - lo)
+  assert np.isnan(stats.within_group_auroc_ci([1, 2], [1, 0], [0, 1], rng=rng)).all()

@@ -23,6 +23,7 @@ from flax import nnx
 from ttc_jax.io import metrics
 from ttc_jax.models import transformer
 from ttc_jax.parallel import mesh as mesh_lib
+from ttc_jax.training import batches
 from ttc_jax.training import trainer
 
 TINY = transformer.TransformerConfig(vocab_size=16, d_model=32, num_layers=1, num_heads=2,
@@ -366,3 +367,19 @@ def test_resume_after_sigkill_matches_uninterrupted_run(tmp_path):
   for i, ref in enumerate(_leaves(reference)):
     np.testing.assert_array_equal(got[f"arr_{i}"], ref, err_msg=f"leaf {i}")
   assert trainer.checkpoint_complete(tmp_path / "run", "lm", total)
+
+
+def test_group_batches_hold_whole_groups():
+  groups = np.repeat([5, 3, 9, 1], 4)[np.random.default_rng(0).permutation(16)]
+  arrays = {"g": groups, "i": np.arange(16)}
+  fn = batches.group_batches(arrays, groups, batch_size=8, seed=0)
+  seen = []
+  for step in range(4):  # two epochs
+    b = fn(step)
+    assert len(b["g"]) == 8 and sorted(np.bincount(b["g"])[np.unique(b["g"])]) == [4, 4]
+    np.testing.assert_array_equal(groups[b["i"]], b["g"])
+    seen.append(tuple(b["i"]))
+  assert set(seen[0] + seen[1]) == set(range(16))  # one epoch covers every row once
+  np.testing.assert_array_equal(fn(3)["i"], batches.group_batches(arrays, groups, 8, 0)(3)["i"])
+  with pytest.raises(ValueError, match="multiple of the rows per group"):
+    batches.group_batches(arrays, groups, batch_size=6, seed=0)

@@ -120,6 +120,25 @@ def test_rerun_from_moves_old_outputs_to_a_version_and_recomputes(finished):
   assert open(os.path.join(workdir, "search.jsonl")).read() != old_rows
 
 
+def test_stop_after_runs_up_to_a_stage_and_a_later_run_carries_on(finished, tmp_path):
+  src, _, _ = finished
+  workdir = tmp_path / "copy"
+  shutil.copytree(src, workdir)
+  done = _job(workdir, "--config.search.temperature=0.5", "--rerun_from=search",
+              "--stop_after=search")
+  assert done.returncode == 0, done.stderr[-2000:]
+  assert "stopped after search" in done.stdout + done.stderr
+  record = provenance.read(str(workdir))
+  assert record["search"]["finished"] and "allocator" not in record
+  assert not os.path.exists(workdir / "compute_optimal.json")  # moved, not recomputed
+  with open(workdir / "runs.jsonl") as f:
+    last = json.loads(f.read().splitlines()[-1])
+  assert last["stop_after"] == "search" and "allocator" not in last["stage_seconds"]
+  done = _job(workdir, "--config.search.temperature=0.5")  # carries on: the allocator runs
+  assert done.returncode == 0, done.stderr[-2000:]
+  assert os.path.exists(workdir / "compute_optimal.json")
+
+
 def test_a_second_job_on_a_busy_workdir_is_refused(tmp_path):
   first = _job(tmp_path, wait=False)
   lock_file = os.path.join(tmp_path, ".lock")

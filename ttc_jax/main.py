@@ -1,4 +1,5 @@
-"""Entry point: `ttc-jax --config=configs/demo.py [--config.workdir=...] [--rerun_from=STAGE]`.
+"""Entry point: `ttc-jax --config=configs/demo.py [--config.workdir=...] [--rerun_from=STAGE]
+[--stop_after=STAGE]`.
 
 A user mistake (an unknown or bad config key, a missing config file, an infeasible
 setting, a busy or incompatible workdir) ends in one line on stderr and exit code 2;
@@ -38,6 +39,9 @@ _RERUN_FROM = flags.DEFINE_string(
     "rerun_from", None, "Recompute this stage and every stage that uses its outputs (data, "
     "base_lm, evaluation, prm_labels, verifiers, search, revisions, larger_model, allocator, "
     "report); their old outputs move to <workdir>/versions/<n>/.")
+_STOP_AFTER = flags.DEFINE_string(
+    "stop_after", None, "Run the stages up to and including this one, then stop (e.g. "
+    "verifiers, to compare PRM settings without running search); a later run resumes.")
 
 
 def _fail(message: str) -> NoReturn:
@@ -118,7 +122,7 @@ def main(argv: list[str]) -> None:
   from ttc_jax import pipeline  # pylint: disable=g-import-not-at-top
   from ttc_jax.training import trainer  # pylint: disable=g-import-not-at-top
   try:
-    pipeline.run(_CONFIG.value, rerun_from=_RERUN_FROM.value)
+    pipeline.run(_CONFIG.value, rerun_from=_RERUN_FROM.value, stop_after=_STOP_AFTER.value)
   except (ValueError, PermissionError, FileNotFoundError, trainer.CheckpointError) as e:
     # User-facing problems: one clear line, no traceback from deep inside jit.
     if debug:

@@ -1,7 +1,8 @@
 """Statistics shared by the experiments, on top of scipy.stats.
 
   * `auroc`: area under the ROC curve (Mann-Whitney U / (n_pos * n_neg));
-  * `within_group_auroc`: the same over (positive, negative) pairs of one group only;
+  * `within_group_auroc`: the same over (positive, negative) pairs of one group only, and
+    `within_group_auroc_ci`, its bootstrap interval over groups;
   * `spearman`: Spearman rank correlation (average ranks for ties);
   * `bootstrap_mean_ci`: percentile bootstrap interval of a mean;
   * `percentile_interval`: the same percentiles of any bootstrap distribution.
@@ -53,14 +54,48 @@ def within_group_auroc(scores: Sequence[float] | np.ndarray, labels: Sequence[bo
   if not s.shape == y.shape == g.shape:
     raise ValueError(f"within_group_auroc: {s.size} scores, {y.size} labels and {g.size} "
                      f"groups; pass one label and one group per score.")
-  wins = pairs = 0.0
-  for key in np.unique(g):
+  wins, pairs = _group_wins(s, y, g)
+  return float(wins.sum() / pairs.sum()) if pairs.sum() else float("nan")
+
+
+def within_group_auroc_ci(scores: Sequence[float] | np.ndarray,
+                          labels: Sequence[bool] | np.ndarray, groups: Sequence[int] | np.ndarray,
+                          num_boot: int = 2000, *, rng: np.random.Generator,
+                          confidence: float = 0.95) -> tuple[float, float]:
+  """`(lo, hi)`: percentile bootstrap interval of `within_group_auroc`, resampling groups.
+
+  Groups (questions) are drawn with replacement, each bringing all its pairs, so the
+  interval reflects how many questions the figure rests on. NaN when no group has pairs.
+  """
+  s = np.asarray(scores, np.float64).ravel()
+  y = np.asarray(labels).ravel().astype(bool)
+  g = np.asarray(groups).ravel()
+  if not s.shape == y.shape == g.shape:
+    raise ValueError(f"within_group_auroc_ci: {s.size} scores, {y.size} labels and {g.size} "
+                     f"groups; pass one label and one group per score.")
+  wins, pairs = _group_wins(s, y, g)
+  if not pairs.sum():
+    return float("nan"), float("nan")
+  counts = rng.multinomial(len(pairs), np.full(len(pairs), 1.0 / len(pairs)), size=num_boot)
+  drawn = counts @ pairs
+  boot = (counts @ wins)[drawn > 0] / drawn[drawn > 0]  # resamples with pairs only
+  if not boot.size:
+    return float("nan"), float("nan")
+  lo, hi = percentile_interval(boot, confidence)
+  return float(lo), float(hi)
+
+
+def _group_wins(s: np.ndarray, y: np.ndarray, g: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+  """Per group: positive-over-negative wins (ties one half) and the number of such pairs."""
+  keys = np.unique(g)
+  wins, pairs = np.zeros(len(keys)), np.zeros(len(keys))
+  for i, key in enumerate(keys):
     m = g == key
     n_pos, n_neg = int(y[m].sum()), int((~y[m]).sum())
     if n_pos and n_neg:
-      wins += auroc(s[m], y[m]) * n_pos * n_neg
-      pairs += n_pos * n_neg
-  return wins / pairs if pairs else float("nan")
+      wins[i] = auroc(s[m], y[m]) * n_pos * n_neg
+      pairs[i] = n_pos * n_neg
+  return wins, pairs
 
 
 def spearman(x: Sequence[float] | np.ndarray, y: Sequence[float] | np.ndarray) -> float:

@@ -270,18 +270,44 @@ def _bce_metrics(logits: jax.Array, labels: jax.Array, mask: jax.Array):
                 "mae": (jnp.abs(probs - labels) * mask).sum() / denom}
 
 
-def prm_loss(apply_fn: Callable[[PyTree, jax.Array], jax.Array]):
+def prm_loss(apply_fn: Callable[[PyTree, jax.Array], jax.Array], ranking_weight: float = 0.0):
   """Binary cross-entropy with soft Monte-Carlo labels at every step end (paper §5.1).
 
   `apply_fn(params, tokens) -> logits [B, T]`; the batch holds `tokens` [B, T],
   `step_ends` [B, S] (-1 padded), `labels` [B, S] in [0, 1] and `label_mask` [B, S].
+  With `ranking_weight` > 0 the batch also holds `question` [B] and the loss adds
+  `ranking_weight` times `pairwise_sibling_loss`: search ranks the candidates of one
+  question, which the BCE alone does not ask for (docs/design.md, "Verifier").
   """
   def loss_fn(params: PyTree, batch: dict[str, jax.Array]):
     logits = apply_fn(params, batch["tokens"]).astype(jnp.float32)
     ends = batch["step_ends"]
     mask = batch["label_mask"].astype(jnp.float32) * (ends >= 0)
-    return _bce_metrics(_at(logits, ends), batch["labels"], mask)
+    at = _at(logits, ends)
+    loss, metrics = _bce_metrics(at, batch["labels"], mask)
+    if ranking_weight:
+      rank = pairwise_sibling_loss(at, batch["labels"], mask, batch["question"])
+      loss = loss + ranking_weight * rank
+      metrics = {**metrics, "bce": metrics["loss"], "ranking_loss": rank, "loss": loss}
+    return loss, metrics
   return loss_fn
+
+
+def pairwise_sibling_loss(logits: jax.Array, labels: jax.Array, mask: jax.Array,
+                          question: jax.Array) -> jax.Array:
+  """Pairwise logistic loss between steps at the same depth of solutions to one question.
+
+  For every two labelled steps (same question `[B]`, same step index) whose soft labels
+  differ, `-log sigmoid(s_hi - s_lo)` weighted by the label gap, averaged by the total gap;
+  0 when the batch has no such pair. `logits`, `labels`, `mask` are `[B, S]`.
+  """
+  labels = labels.astype(jnp.float32)
+  mask = mask.astype(jnp.float32)
+  gap = labels[:, None, :] - labels[None, :, :]                          # [B, B, S]
+  same = (question[:, None] == question[None, :])[:, :, None]
+  weight = jnp.where(same & (gap > 0), gap, 0.0) * mask[:, None, :] * mask[None, :, :]
+  pair = jax.nn.softplus(-(logits[:, None, :] - logits[None, :, :]))
+  return (weight * pair).sum() / jnp.maximum(weight.sum(), 1e-6)
 
 
 def orm_loss(apply_fn: Callable[[PyTree, jax.Array], jax.Array]):

@@ -41,15 +41,18 @@ from ttc_jax.pipeline.stages import search
 from ttc_jax.pipeline.stages import verifiers as verifiers_stage
 
 
-def run(config: ml_collections.ConfigDict, rerun_from: str | None = None) -> dict[str, Any]:
+def run(config: ml_collections.ConfigDict, rerun_from: str | None = None,
+        stop_after: str | None = None) -> dict[str, Any]:
   """Runs the job described by `config` (see configs/demo.py); returns `summary.json`.
 
   `rerun_from`: a stage whose outputs, and those of the stages that use them, move to
-  `<workdir>/versions/<n>/` and are recomputed (see `provenance.py`).
+  `<workdir>/versions/<n>/` and are recomputed (see `provenance.py`). `stop_after`: the
+  last stage to run (all, when None); a later run carries on from there.
   """
-  if rerun_from is not None and rerun_from not in provenance.ORDER:
-    raise ValueError(f"--rerun_from={rerun_from!r} is not a stage; stages: "
-                     f"{list(provenance.ORDER)}.")
+  for flag, value in (("rerun_from", rerun_from), ("stop_after", stop_after)):
+    if value is not None and value not in provenance.ORDER:
+      raise ValueError(f"--{flag}={value!r} is not a stage; stages: "
+                       f"{list(provenance.ORDER)}.")
   r = state.Run.create(config)
   with contextlib.ExitStack() as stack:
     error = None
@@ -66,10 +69,14 @@ def run(config: ml_collections.ConfigDict, rerun_from: str | None = None) -> dic
         error = str(e)
     if not host.agree(error is None):
       raise ValueError(error or "process 0 refused to start the job (see its error).")
-    return _run_stages(r)
+    return _run_stages(r, stop_after)
 
 
-def _run_stages(r: state.Run) -> dict[str, Any]:
+class _Stop(Exception):
+  """Raised after the `stop_after` stage."""
+
+
+def _run_stages(r: state.Run, stop_after: str | None = None) -> dict[str, Any]:
   if host.is_main():
     paths.write_text(r.path(artifacts.CONFIG), r.config.to_json_best_effort(indent=2))
   # The stages rebuild their entries from their outputs; entries of stages not (or no
@@ -89,23 +96,28 @@ def _run_stages(r: state.Run) -> dict[str, Any]:
     seconds[name] = round(time.time() - t0, 1)
     provenance.record(r.workdir, r.config, name, finished=True)
     host.barrier(f"stage {name}")  # its files are on disk before any host reads them
+    if name == stop_after:
+      raise _Stop
     return out
 
-  data = stage("data", data_stage.run)
-  lm = stage("base_lm", base_lm.run, data)
-  stage("evaluation", evaluation.run, data, lm)
-  labels = stage("prm_labels", prm_labels.run, data, lm)
-  verifiers, _ = stage("verifiers", verifiers_stage.run, data, lm, labels)
-  stage("search", search.run, data, lm, verifiers)
-  stage("revisions", revisions.run, data, lm, verifiers)
-  larger = stage("larger_model", larger_model.run, data)
-  stage("allocator", allocator.run, data, lm, verifiers, larger)
-  stage("report", report.run, data)
+  try:
+    data = stage("data", data_stage.run)
+    lm = stage("base_lm", base_lm.run, data)
+    stage("evaluation", evaluation.run, data, lm)
+    labels = stage("prm_labels", prm_labels.run, data, lm)
+    verifiers, _ = stage("verifiers", verifiers_stage.run, data, lm, labels)
+    stage("search", search.run, data, lm, verifiers)
+    stage("revisions", revisions.run, data, lm, verifiers)
+    larger = stage("larger_model", larger_model.run, data)
+    stage("allocator", allocator.run, data, lm, verifiers, larger)
+    stage("report", report.run, data)
+  except _Stop:
+    r.log("job", f"stopped after {stop_after} (--stop_after)")
   wall_s = round(time.time() - r.start, 1)
   metrics.append_jsonl(r.path(artifacts.RUNS), {
       "host": socket.gethostname(), "pid": os.getpid(),
       "start": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r.start)),
-      "wall_s": wall_s, "stage_seconds": seconds})
+      "wall_s": wall_s, "stage_seconds": seconds, "stop_after": stop_after})
   r.log("job", f"done in {wall_s} s; results in {r.path(artifacts.SUMMARY)}")
   return metrics.read_json(r.path(artifacts.SUMMARY))
 

@@ -40,7 +40,8 @@ REPORT = "report.md"
 # stage -> its entries of summary.json.
 SUMMARY_KEYS = {
     "evaluation": ("base_lm",),
-    "verifiers": ("prm_step_auroc", "prm_first_step_within_question_auroc", "mc_label_step_auroc",
+    "verifiers": ("prm_step_auroc", "prm_first_step_within_question_auroc",
+                  "prm_first_step_within_question_auroc_ci", "mc_label_step_auroc",
                   "mc_label_step_auroc_train", "bon"),
     "search": ("search",), "revisions": ("revisions",), "allocator": ("compute_optimal", "flops"),
 }

@@ -32,11 +32,13 @@ DEPENDS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "evaluation": (("base_lm",), ("eval",)),
     "prm_labels": (("base_lm",), ("prm.labels",)),
     "verifiers": (("prm_labels",), ("prm.train", "prm.checkpoint", "prm.format",
-                                    "prm.param_dtype", "orm.train", "verifier_eval")),
+                                    "prm.param_dtype", "prm.ranking_weight", "orm.train",
+                                    "verifier_eval")),
     # The grid (strategies x budgets) is not a dependency: new cells only add rows. Search
     # reads the PRM only (not the ORM or the verifier evaluation).
     "search": (("prm_labels",), ("prm.train", "prm.checkpoint", "prm.format",
-                                 "prm.param_dtype", "verifier_eval.aggregation",
+                                 "prm.param_dtype", "prm.ranking_weight",
+                                 "verifier_eval.aggregation",
                                  "search.num_questions", "search.rows_per_batch",
                                  "search.temperature", "search.max_step_tokens",
                                  "search.max_rounds")),
@@ -61,7 +63,8 @@ READS = {"search": ("verifiers",), "revisions": ("verifiers",), "larger_model": 
 ADDED_FIELDS = {"policy.checkpoint": "", "policy.param_dtype": "float32",
                 "policy.pretrain_tokens": 0, "policy.chat_template": False,
                 "prm.checkpoint": "", "prm.format": "",
-                "prm.param_dtype": "float32", "allocator.large_checkpoint": "",
+                "prm.param_dtype": "float32", "prm.ranking_weight": 0.0,
+                "allocator.large_checkpoint": "",
                 "allocator.large_pretrain_tokens": 0}
 # Bookkeeping that changes no result: never a dependency.
 _EXEMPT = ("log_every", "checkpoint_every", "keep_checkpoints")

@@ -101,10 +101,17 @@ class PRMConfig:
   checkpoint: str = ""
   format: str = ""
   param_dtype: str = "float32"
+  # Weight of the pairwise loss between sibling steps of one question beside the BCE on
+  # soft labels (`models.reward.pairwise_sibling_loss`); 0 = the paper's BCE alone.
+  ranking_weight: float = 0.0
 
   def __post_init__(self):
     _checkpoint_dir("prm", "checkpoint", self.checkpoint)
     require("prm", [
+        ("ranking_weight", self.ranking_weight,
+         isinstance(self.ranking_weight, (int, float)) and not isinstance(
+             self.ranking_weight, bool) and 0 <= self.ranking_weight < float("inf"),
+         "a finite number >= 0 (0 trains the PRM on the soft labels' BCE alone)"),
         ("format", self.format, bool(self.format) == bool(self.checkpoint),
          f"the open PRM's scoring rule when prm.checkpoint is set (one of "
          f"{sorted(open_prm.FORMATS)}), and '' without one"),
@@ -447,6 +454,11 @@ def parse(config: ml_collections.ConfigDict) -> Settings:
       revisions=configs.from_section(RevisionConfig, revisions, "revisions", ("train",)),
       revision_train=train("revisions.train"),
       allocator=configs.from_section(AllocatorConfig, allocator, "allocator"))
+  if settings.prm.ranking_weight and settings.prm_train.batch_size % \
+      settings.prm_labels.num_solutions:
+    raise ValueError(f"prm.ranking_weight > 0 trains on whole questions, so prm.train."
+                     f"batch_size={settings.prm_train.batch_size} must be a multiple of "
+                     f"prm.labels.num_solutions={settings.prm_labels.num_solutions}.")
   if settings.policy.checkpoint and not settings.allocator.large_checkpoint:
     raise ValueError("policy.checkpoint is a pretrained model, so the larger model of the FLOPs "
                      "exchange must be one too: set allocator.large_checkpoint (a larger model "

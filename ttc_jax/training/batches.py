@@ -58,6 +58,31 @@ def epoch_batches(arrays: dict[str, np.ndarray], batch_size: int,
   return batch_fn
 
 
+def group_batches(arrays: dict[str, np.ndarray], groups: np.ndarray, batch_size: int,
+                  seed: int) -> Callable[[int], dict[str, np.ndarray]]:
+  """`batch_fn(step)` of whole groups (e.g. all solutions of a question), groups shuffled per epoch.
+
+  Every group must have `batch_size / groups_per_batch` rows: `batch_size` a multiple of the
+  group size. A pure function of the step, like `epoch_batches`.
+  """
+  groups = np.asarray(groups)
+  order = np.argsort(groups, kind="stable")
+  keys, starts, sizes = np.unique(groups[order], return_index=True, return_counts=True)
+  size = int(sizes[0]) if len(sizes) else 0
+  if not len(keys) or (sizes != size).any() or batch_size % size:
+    raise ValueError(f"Group batches need groups of one size dividing batch_size={batch_size}; "
+                     f"got sizes {sorted(set(sizes.tolist()))[:5]}. Make the batch size a "
+                     f"multiple of the rows per group (e.g. prm.labels.num_solutions).")
+  rows = order[starts[:, None] + np.arange(size)[None, :]]             # [groups, size]
+  per_batch = batch_size // size
+  picks = epoch_batches({"g": np.arange(len(keys))}, per_batch, seed)
+
+  def batch_fn(step: int) -> dict[str, np.ndarray]:
+    idx = rows[picks(step)["g"]].reshape(-1)
+    return {k: v[idx] for k, v in arrays.items()}
+  return batch_fn
+
+
 def pretrain_tokens(tokens: np.ndarray, pad_id: int, total_steps: int, batch_size: int) -> int:
   """D_pretrain (paper §7): steps x batch x mean non-pad tokens per training row."""
   tokens = np.asarray(tokens)
