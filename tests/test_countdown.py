@@ -1,4 +1,4 @@
-"""The countdown task (issue 18, item 2): generator, answer and step checkers, config, a whole job."""
+"""The countdown task (issue 18, item 2): generator, checkers, settings, a whole job."""
 
 import json
 import os
@@ -102,10 +102,12 @@ def test_difficulty_validation(level, match):
 
 @pytest.mark.parametrize("settings_,match", [
     (dict(levels=((3, 9),), num_per_level=COUNTS, extra=1), r"Unknown key\(s\) \['extra'\]"),
-    (dict(levels=((3, 9, 1),), num_per_level=COUNTS), r"config.task.levels=.*\(count, max_number\)"),
+    (dict(levels=((3, 9, 1),), num_per_level=COUNTS),
+     r"config.task.levels=.*\(count, max_number\)"),
     (dict(levels=(), num_per_level=COUNTS), r"must be a non-empty tuple"),
     (dict(levels=((3, 9),), num_per_level=dict(train=1, test=1)), r"exactly \['train', "),
-    (dict(levels=((3, 9),), num_per_level=COUNTS, seed="x"), r"config.task.seed='x' must be an int"),
+    (dict(levels=((3, 9),), num_per_level=COUNTS, seed="x"),
+     r"config.task.seed='x' must be an int"),
     (dict(levels=((3, 0),), num_per_level=COUNTS), r"max_number must be in 2..99, got 0"),
 ])
 def test_settings_validation(settings_, match, tmp_path):

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Mapping, Sequence
 
 from ttc_jax.tasks.chain_arithmetic import problems as arithmetic
 from ttc_jax.tasks.generated import seqio_tasks
-from ttc_jax.tasks.generated.seqio_tasks import get_task, load_split  # pylint: disable=unused-import
+from ttc_jax.tasks.generated.seqio_tasks import get_task, load_split  # pylint: disable=unused-import  (re-exported)
 
 if TYPE_CHECKING:
   import seqio

@@ -94,12 +94,13 @@ def check_settings(task: str, settings: Mapping[str, Any], level_hint: str,
 class GeneratedTask(base.Task):
   """A task whose splits are generated problems prepared into TFDS and read through seqio.
 
-  A subclass gives `difficulty`, its level dataclass, `builder()`, its `tfds_builder.GeneratedBuilder` subclass (imported on
-  first use, so TensorFlow loads only with the data), and `answer` where it is not the stored
-  integer.
+  A subclass gives `difficulty` (its level dataclass), `builder()` (its
+  `tfds_builder.GeneratedBuilder` subclass, imported on first use so TensorFlow loads only
+  with the data), and `answer` where it is not the stored integer.
   """
 
   difficulty: type
+  builder: Callable[[], type]
 
   def __init__(self, levels: Sequence[Any], num_per_level: Mapping[str, int],
                seed: int = 0, data_dir: str = "data"):
