@@ -17,10 +17,12 @@ def get_config() -> ml_collections.ConfigDict:
   c = demo_config()
   c.workdir = "workdir/countdown"
   c.task.name = "countdown"
-  # Difficulty levels (count of numbers, largest number).
-  c.task.levels = ((3, 9), (4, 9), (4, 19), (5, 19), (6, 25))
+  # Difficulty levels (count of numbers, largest number), tuned so the base LM's pass@1 runs
+  # from 0.83 (level 1) to 0.03 (level 5) after 2,000 steps (README, "countdown").
+  c.task.levels = ((2, 5), (3, 5), (3, 9), (4, 9), (4, 19))
   c.task.num_per_level = ml_collections.ConfigDict(dict(train=6000, validation=50, test=100))
-  # Six numbers up to 25 with results to 999 write up to 83 characters, plus BOS and EOS.
-  c.model.max_len = 96
-  c.revisions.update(max_attempt_tokens=64, context_len=400)
+  c.train.total_steps = 2000
+  c.allocator.large_train.total_steps = 2000  # the larger model sees the same data
+  # Four numbers up to 19 with results to 999 write up to 55 characters, plus BOS and EOS.
+  c.model.max_len = 64
   return c

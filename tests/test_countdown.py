@@ -141,7 +141,7 @@ def test_tfds_splits_match_the_generator(tmp_path):
   assert os.listdir(tmp_path / "countdown")
 
 
-@pytest.mark.slow  # about 3 minutes on a shared 2-core CPU
+@pytest.mark.slow  # 136-190 s on a shared 2-core CPU
 def test_the_test_job_runs_on_countdown(tmp_path):
   config = config_files.load("test_countdown")
   config.workdir = str(tmp_path / "run")
