@@ -9,6 +9,7 @@ import pytest
 
 from ttc_jax.tasks.chain_arithmetic import problems as arithmetic
 from ttc_jax.tasks.chain_arithmetic import seqio_tasks as tasks
+from ttc_jax.tasks.generated import seqio_tasks
 from ttc_jax.tokenizers.char import BOS, EOS, PAD, CharTokenizer
 from ttc_jax.training import batches
 
@@ -175,19 +176,19 @@ def test_prepare_is_idempotent(task, data_dir):
 
 
 def test_config_name_is_a_function_of_the_settings(task):
-  from ttc_jax.tasks.chain_arithmetic.tfds_builder import ChainArithmeticConfig
-  name = lambda *a: ChainArithmeticConfig.create(*a).name
+  from ttc_jax.tasks.chain_arithmetic.tfds_builder import ChainArithmetic
+  name = lambda *a: ChainArithmetic.config(*a).name
   base = name(LEVELS, COUNTS, SEED)
   assert base == name([(2, 1, "+-"), (3, 2, "+-*")], dict(COUNTS), SEED)  # tuples == Difficulty
   assert base != name(LEVELS, COUNTS, SEED + 1)
   assert base != name(LEVELS, {**COUNTS, "test": 6}, SEED)
   assert base != name(LEVELS[:1], COUNTS, SEED)
   with pytest.raises(ValueError, match=r"give a count for exactly \['train', 'validation', "):
-    ChainArithmeticConfig.create(LEVELS, {"train": 1, "test": 1}, 0)
+    ChainArithmetic.config(LEVELS, {"train": 1, "test": 1}, 0)
   with pytest.raises(ValueError, match=r"num_per_level\['test'\] = 0"):
-    ChainArithmeticConfig.create(LEVELS, {**COUNTS, "test": 0}, 0)
+    ChainArithmetic.config(LEVELS, {**COUNTS, "test": 0}, 0)
   with pytest.raises(ValueError, match="levels is empty"):
-    ChainArithmeticConfig.create([], COUNTS, 0)
+    ChainArithmetic.config([], COUNTS, 0)
 
 
 def test_split_matches_generator_in_order(splits):
@@ -219,7 +220,7 @@ def test_char_vocabulary_matches_tokenizer(task):
   vocab = task.output_features["targets"].vocabulary
   tok = CharTokenizer(arithmetic.ALPHABET)
   text = "Q:12*3-4\n12*3=36\n36-4=32\nA:32"
-  assert vocab == tasks.CharVocabulary()
+  assert vocab == seqio_tasks.CharVocabulary(tok)
   assert (vocab.pad_id, vocab.bos_id, vocab.eos_id, vocab.unk_id) == (PAD, BOS, EOS, None)
   assert vocab.vocab_size == tok.vocab_size
   assert list(vocab.encode(text)) == tok.encode(text)

@@ -164,9 +164,9 @@ def test_bad_search_config_fails_before_any_compute(tmp_path, key, value, match)
   assert not os.path.exists(tmp_path / "checkpoints")
 
 
-@pytest.mark.parametrize("name", ["demo", "paper"])
+@pytest.mark.parametrize("name", ["demo", "paper", "countdown"])
 def test_shipped_configs_validate(tmp_path, name):
-  """Every section of configs/demo.py and configs/paper.py passes the job's checks."""
+  """Every section of configs/demo.py, paper.py and countdown.py passes the job's checks."""
   config = config_files.load(name)
   config.workdir = str(tmp_path / name)
   r = state.Run.create(config)

@@ -28,6 +28,7 @@ from ttc_jax.search import base as search_base
 from ttc_jax.search import open_prm
 from ttc_jax.tasks import base as tasks
 from ttc_jax.tasks import chain_arithmetic  # pylint: disable=unused-import  (registers the task)
+from ttc_jax.tasks import countdown  # pylint: disable=unused-import  (registers the task)
 from ttc_jax.tasks import math  # pylint: disable=unused-import  (registers the task)
 from ttc_jax.tokenizers import base as tokenizers
 from ttc_jax.tokenizers.char import CharTokenizer

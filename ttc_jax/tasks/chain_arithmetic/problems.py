@@ -18,12 +18,13 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from typing import Iterator, Sequence
+from typing import Sequence
 
 import numpy as np
 
 from ttc_jax.io.configs import short_repr
-from ttc_jax.tasks.base import SPLITS
+from ttc_jax.tasks import generated
+from ttc_jax.tasks.base import SPLITS  # pylint: disable=unused-import  (re-exported)
 
 STEP_DELIMITER = "\n"  # one step per line
 # Every character the task writes, plus a little slack for prompts (the char tokenizer's ids).
@@ -42,10 +43,7 @@ class Difficulty:
   ops: str = "+-"
 
   def __post_init__(self):
-    for field in ("num_terms", "digits"):
-      value = getattr(self, field)
-      if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError(f"{field}={short_repr(value)} must be an int.")
+    generated.check_ints(self, ("num_terms", "digits"))
     if not isinstance(self.ops, str):
       raise ValueError(f"ops={short_repr(self.ops)} must be a string over '+-*'.")
     if self.num_terms < 2:
@@ -117,52 +115,9 @@ def make_problem(rng: np.random.Generator, difficulty: Difficulty, level: int = 
 
 def generate(levels: Sequence[Difficulty], split: str, num_per_level: int,
              seed: int = 0) -> list[Problem]:
-  """Deterministic problems: the same (seed, split, level, index) -> same problem.
-
-  Levels are 1-based in the returned problems. Splits draw from disjoint seed
-  streams; test questions that also occur in train are resampled away, so
-  evaluation never sees a training question.
-  """
-  if split not in SPLITS:
-    raise ValueError(f"Unknown split {split!r}; choose one of {SPLITS}.")
-  out = []
-  for li, diff in enumerate(levels, start=1):
-    out.extend(_level_stream(diff, li, split, seed, num_per_level))
-  return out
-
-
-def _level_stream(diff: Difficulty, level: int, split: str, seed: int, n: int) -> list[Problem]:
-  rng = np.random.default_rng([seed, SPLITS.index(split), level])
-  out = []
-  while len(out) < n:
-    p = make_problem(rng, diff, level)
-    if (split == "train") != _in_train(p, seed):
-      continue
-    out.append(p)
-  return out
-
-
-def _in_train(p: Problem, seed: int) -> bool:
-  # Cheap, deterministic disjointness: a question belongs to train iff its hash
-  # (salted by the seed) is even; train keeps those, eval keeps the others.
-  return _parity(p.question, seed) == 0
-
-
-def _parity(question: str, seed: int) -> int:
-  h = seed * 1_000_003
-  for c in question:
-    h = (h * 131 + ord(c)) % 2_147_483_647
-  return h & 1
-
-
-def iter_train(levels: Sequence[Difficulty], seed: int = 0) -> Iterator[Problem]:
-  """Endless stream of training problems, levels interleaved, train-half only."""
-  rng = np.random.default_rng([seed, 0, 999])
-  while True:
-    li = int(rng.integers(len(levels)))
-    p = make_problem(rng, levels[li], li + 1)
-    if _in_train(p, seed):
-      yield p
+  """Deterministic problems, levels 1-based, train disjoint from validation and test
+  (`generated.generate`)."""
+  return generated.generate(make_problem, levels, split, num_per_level, seed)
 
 
 def extract_answer(text: str) -> int | None:
