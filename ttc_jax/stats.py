@@ -48,13 +48,7 @@ def within_group_auroc(scores: Sequence[float] | np.ndarray, labels: Sequence[bo
   sibling steps of one question, does the correct one score higher? A plain AUROC
   also rewards telling easy questions from hard ones. NaN if no group has both classes.
   """
-  s = np.asarray(scores, np.float64).ravel()
-  y = np.asarray(labels).ravel().astype(bool)
-  g = np.asarray(groups).ravel()
-  if not s.shape == y.shape == g.shape:
-    raise ValueError(f"within_group_auroc: {s.size} scores, {y.size} labels and {g.size} "
-                     f"groups; pass one label and one group per score.")
-  wins, pairs = _group_wins(s, y, g)
+  wins, pairs = _group_wins(scores, labels, groups, "within_group_auroc")
   return float(wins.sum() / pairs.sum()) if pairs.sum() else float("nan")
 
 
@@ -67,13 +61,7 @@ def within_group_auroc_ci(scores: Sequence[float] | np.ndarray,
   Groups (questions) are drawn with replacement, each bringing all its pairs, so the
   interval reflects how many questions the figure rests on. NaN when no group has pairs.
   """
-  s = np.asarray(scores, np.float64).ravel()
-  y = np.asarray(labels).ravel().astype(bool)
-  g = np.asarray(groups).ravel()
-  if not s.shape == y.shape == g.shape:
-    raise ValueError(f"within_group_auroc_ci: {s.size} scores, {y.size} labels and {g.size} "
-                     f"groups; pass one label and one group per score.")
-  wins, pairs = _group_wins(s, y, g)
+  wins, pairs = _group_wins(scores, labels, groups, "within_group_auroc_ci")
   if not pairs.sum():
     return float("nan"), float("nan")
   counts = rng.multinomial(len(pairs), np.full(len(pairs), 1.0 / len(pairs)), size=num_boot)
@@ -85,8 +73,16 @@ def within_group_auroc_ci(scores: Sequence[float] | np.ndarray,
   return float(lo), float(hi)
 
 
-def _group_wins(s: np.ndarray, y: np.ndarray, g: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _group_wins(scores: Sequence[float] | np.ndarray, labels: Sequence[bool] | np.ndarray,
+                groups: Sequence[int] | np.ndarray, caller: str
+                ) -> tuple[np.ndarray, np.ndarray]:
   """Per group: positive-over-negative wins (ties one half) and the number of such pairs."""
+  s = np.asarray(scores, np.float64).ravel()
+  y = np.asarray(labels).ravel().astype(bool)
+  g = np.asarray(groups).ravel()
+  if not s.shape == y.shape == g.shape:
+    raise ValueError(f"{caller}: {s.size} scores, {y.size} labels and {g.size} groups; pass "
+                     f"one label and one group per score.")
   keys = np.unique(g)
   wins, pairs = np.zeros(len(keys)), np.zeros(len(keys))
   for i, key in enumerate(keys):
