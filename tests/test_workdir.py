@@ -279,7 +279,6 @@ def _same_as_one_process(workdir, reference, reference_cells):
   assert sorted(_search_cells(workdir)) == sorted(reference_cells)  # every cell once
 
 
-@pytest.mark.slow
 def test_two_processes_give_the_summary_of_one(finished, tmp_path):
   """2 processes x 4 CPU devices joined by jax.distributed == 1 process x 8 devices."""
   _, reference, reference_cells = finished
