@@ -124,19 +124,21 @@ def test_stop_after_runs_up_to_a_stage_and_a_later_run_carries_on(finished, tmp_
   src, _, _ = finished
   workdir = tmp_path / "copy"
   shutil.copytree(src, workdir)
-  done = _job(workdir, "--config.search.temperature=0.5", "--rerun_from=search",
-              "--stop_after=search")
+  done = _job(workdir, "--rerun_from=allocator", "--stop_after=allocator")
   assert done.returncode == 0, done.stderr[-2000:]
-  assert "stopped after search" in done.stdout + done.stderr
+  assert "stopped after allocator" in done.stdout + done.stderr
   record = provenance.read(str(workdir))
-  assert record["search"]["finished"] and "allocator" not in record
-  assert not os.path.exists(workdir / "compute_optimal.json")  # moved, not recomputed
+  assert record["allocator"]["finished"] and "report" not in record
+  assert os.path.exists(workdir / "compute_optimal.json")  # recomputed
+  assert not os.path.exists(workdir / "report.md")  # moved to a version, not rewritten
   with open(workdir / "runs.jsonl") as f:
     last = json.loads(f.read().splitlines()[-1])
-  assert last["stop_after"] == "search" and "allocator" not in last["stage_seconds"]
-  done = _job(workdir, "--config.search.temperature=0.5")  # carries on: the allocator runs
+  assert last["stop_after"] == "allocator" and set(last["stage_seconds"]) == {
+      "data", "base_lm", "evaluation", "prm_labels", "verifiers", "search", "revisions",
+      "larger_model", "allocator"}
+  done = _job(workdir)  # carries on: the report is written
   assert done.returncode == 0, done.stderr[-2000:]
-  assert os.path.exists(workdir / "compute_optimal.json")
+  assert os.path.exists(workdir / "report.md")
 
 
 def test_a_second_job_on_a_busy_workdir_is_refused(tmp_path):
