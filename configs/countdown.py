@@ -19,7 +19,9 @@ def get_config() -> ml_collections.ConfigDict:
   c.task.name = "countdown"
   # Difficulty levels (count of numbers, largest number), tuned so the base LM's pass@1 runs
   # from 0.83 (level 1) to 0.03 (level 5) after 2,000 steps (README, "countdown").
-  c.task.levels = ((2, 5), (3, 5), (3, 9), (4, 9), (4, 19))
+  # Level 1 is (2, 9), not the calibrated (2, 5): two numbers up to 5 make only 39 distinct
+  # test questions, and test questions must be distinct (100 per level).
+  c.task.levels = ((2, 9), (3, 5), (3, 9), (4, 9), (4, 19))
   c.task.num_per_level = ml_collections.ConfigDict(dict(train=6000, validation=50, test=100))
   c.train.total_steps = 2000
   c.allocator.large_train.total_steps = 2000  # the larger model sees the same data

@@ -30,10 +30,21 @@ def test_generate_is_deterministic_per_seed():
 
 
 def test_train_and_eval_questions_are_disjoint():
-  levels = [problems.Difficulty(2, 3)]  # few distinct questions: without the rule they collide
+  levels = [problems.Difficulty(2, 6)]  # few distinct questions: without the rule they collide
   train = {p.question for p in problems.generate(levels, "train", 40, seed=0)}
   for split in ("validation", "test"):
     assert not train & {p.question for p in problems.generate(levels, split, 40, seed=0)}, split
+
+
+def test_eval_questions_are_distinct_and_a_too_small_level_is_named():
+  levels = [problems.Difficulty(2, 6), problems.Difficulty(2, 7)]
+  test = [p.question for p in problems.generate(levels, "test", 30, seed=0)]
+  assert len(set(test)) == len(test) == 60
+  train = [p.question for p in problems.generate(levels, "train", 200, seed=0)]
+  assert len(set(train)) < len(train)  # training rows may repeat a question
+  with pytest.raises(ValueError, match=r"Level 1 \(Difficulty\(count=2, max_number=3\)\) "
+                                       r"yields fewer than num_per_level.test=40 distinct"):
+    problems.generate([problems.Difficulty(2, 3)], "test", 40, seed=0)
 
 
 def test_reference_solutions_are_correct_at_every_step():

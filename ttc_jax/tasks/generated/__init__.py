@@ -32,20 +32,34 @@ def generate(make: Callable[[np.random.Generator, Any, int], Problem], levels: S
 
   Deterministic: the same (seed, split, level, index) gives the same problem. Splits draw from
   disjoint seed streams, and a question belongs to train iff `in_train(question, seed)`, so
-  evaluation never sees a training question.
+  evaluation never sees a training question. Validation and test questions are distinct
+  within their split (a question identifies its example, and the allocator aligns results by
+  it); a level with too few of them for `num_per_level` is a ValueError naming it. Training
+  questions may repeat (they are LM training rows).
   """
   if split not in base.SPLITS:
     raise ValueError(f"Unknown split {split!r}; choose one of {base.SPLITS}.")
-  out = []
+  out, seen = [], set()
   for level, difficulty in enumerate(levels, start=1):
     rng = np.random.default_rng([seed, base.SPLITS.index(split), level])
-    n = 0
+    n = misses = 0
     while n < num_per_level:
       p = make(rng, difficulty, level)
-      if (split == "train") == in_train(p.question, seed):
-        out.append(p)
-        n += 1
+      if (split == "train") != in_train(p.question, seed) or (
+          split != "train" and p.question in seen):
+        misses += 1
+        if misses > _MAX_MISSES:
+          raise ValueError(f"Level {level} ({short_repr(difficulty)}) yields fewer than "
+                           f"num_per_level.{split}={num_per_level} distinct {split} questions "
+                           f"(found {n}); ask for fewer or make the level larger.")
+        continue
+      seen.add(p.question)
+      out.append(p)
+      n, misses = n + 1, 0
   return out
+
+
+_MAX_MISSES = 10_000  # draws in a row without a new question of the split before giving up
 
 
 def in_train(question: str, seed: int) -> bool:
