@@ -64,6 +64,7 @@ def _make(settings, data_dir):
   return DigitSum(**settings)
 
 
+@pytest.mark.slow  # a whole job (about 70 s); countdown's job test is its twin
 def test_the_whole_job_runs_on_a_task_defined_in_a_test_file(tmp_path):
   config = config_files.load("test")
   config.workdir = str(tmp_path / "run")

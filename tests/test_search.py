@@ -390,8 +390,14 @@ def test_budgets_are_never_exceeded(tiny, name, overrides, budget):
     np.testing.assert_array_equal(res.budget_used, budget)
 
 
-@pytest.mark.parametrize("data, model", [(8, 1), (2, 4)])  # problems only; + params over model
-@pytest.mark.parametrize("name, overrides", STRATEGIES)
+# Meshes: problems over 8 devices; or 2 x 4, parameters over model too (beam in the default
+# run, every strategy with -m slow).
+MESH_CASES = [pytest.param(name, overrides, data, model, marks=[pytest.mark.slow] * (
+    model > 1 and (name, overrides) != ("beam", {})))
+              for name, overrides in STRATEGIES for data, model in ((8, 1), (2, 4))]
+
+
+@pytest.mark.parametrize("name, overrides, data, model", MESH_CASES)
 def test_same_results_on_one_and_eight_devices(name, overrides, data, model):
   from ttc_jax.parallel import mesh as mesh_lib  # pylint: disable=g-import-not-at-top
   cfg, _, lm_state, tok, sampler = testing.tiny_transformer(seed=3, max_len=32)

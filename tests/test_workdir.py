@@ -120,10 +120,9 @@ def test_rerun_from_moves_old_outputs_to_a_version_and_recomputes(finished):
   assert open(os.path.join(workdir, "search.jsonl")).read() != old_rows
 
 
-def test_stop_after_runs_up_to_a_stage_and_a_later_run_carries_on(finished, tmp_path):
-  src, _, _ = finished
-  workdir = tmp_path / "copy"
-  shutil.copytree(src, workdir)
+def test_stop_after_runs_up_to_a_stage_and_a_later_run_carries_on(_test_config_job, tmp_path):
+  workdir = tmp_path / "copy"  # of the session's job, as it finished (not this module's copy)
+  shutil.copytree(_test_config_job[0], workdir)
   done = _job(workdir, "--rerun_from=allocator", "--stop_after=allocator")
   assert done.returncode == 0, done.stderr[-2000:]
   assert "stopped after allocator" in done.stdout + done.stderr
@@ -281,6 +280,7 @@ def _same_as_one_process(workdir, reference, reference_cells):
   assert sorted(_search_cells(workdir)) == sorted(reference_cells)  # every cell once
 
 
+@pytest.mark.slow
 def test_two_processes_give_the_summary_of_one(finished, tmp_path):
   """2 processes x 4 CPU devices joined by jax.distributed == 1 process x 8 devices."""
   _, reference, reference_cells = finished
