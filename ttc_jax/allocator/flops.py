@@ -97,16 +97,16 @@ def exchange_table(n_small: float, n_large: float, d_pretrain: float,
   if not r_values:
     raise ValueError("r_values is empty; pass ratios D_inference / D_pretrain, e.g. "
                      f"{PAPER_R_VALUES}.")
-  m = n_large / n_small
+  m, v = n_large / n_small, n_v / n_small
   rows = []
   for count_verifier in (False, True):
-    v = n_v / n_small if count_verifier else 0.0
     for r in r_values:
-      k = matching_multiplier(m, r, count_verifier, v or 1.0)
+      k = matching_multiplier(m, r, count_verifier, v)
       d_inference = r * d_pretrain
       rows.append({
           "variant": "policy+verifier" if count_verifier else "policy",
-          "r": float(r), "param_ratio": m, "verifier_ratio": v, "multiplier": k,
+          "r": float(r), "param_ratio": m, "verifier_ratio": v if count_verifier else 0.0,
+          "multiplier": k,
           "d_inference": d_inference, "inference_tokens": k * d_inference,
           "small_flops": total_flops(n_small, d_pretrain, k * d_inference, count_verifier, n_v),
           "large_flops": total_flops(n_large, d_pretrain, d_inference),

@@ -39,16 +39,17 @@ def train(r: state.Run, data: state.Data, lm: state.LM, labels: state.Labels
   """Fine-tunes the PRM (soft step labels), or loads the open one of `prm.checkpoint`, and
   fine-tunes the ORM (answer correctness) from the base LM."""
   d = labels.arrays
+  ranking = r.settings.prm.ranking_weight
   prm_arrays = {"tokens": d["tokens"], "step_ends": d["step_ends"],
                 "labels": np.clip(d["labels"], 0.0, 1.0),
-                "label_mask": (d["step_ends"] >= 0).astype(np.float32),
-                "question": d["question_index"]}
+                "label_mask": (d["step_ends"] >= 0).astype(np.float32)}
+  if ranking:  # the pairwise loss compares rows of one question
+    prm_arrays["question"] = d["question_index"]
   last = np.maximum(d["num_steps"] - 1, 0)
   final_pos = np.maximum(d["step_ends"][np.arange(len(last)), last], 0).astype(np.int32)
   orm_arrays = {"tokens": d["tokens"], "final_pos": final_pos,
                 "label": d["correct"].astype(np.float32)}
   orm = _train_reward(r, lm, "orm", reward.orm_loss, orm_arrays, r.settings.orm_train)
-  ranking = r.settings.prm.ranking_weight
   aggregation = r.settings.verifier_eval.aggregation
   if r.settings.prm.checkpoint:
     prm = open_verifier(r, data.test, aggregation)
