@@ -154,7 +154,7 @@ def test_import_does_not_import_tensorflow():
 
 def test_builder_splits_and_features(task, data_dir):
   builder = tasks.prepare(data_dir, LEVELS, COUNTS, SEED)
-  assert builder.info.version == "1.0.0"
+  assert builder.info.version == "1.1.0" == seqio_tasks.TFDS_VERSION
   for split, n in COUNTS.items():
     assert builder.info.splits[split].num_examples == n * len(LEVELS)
   features = builder.info.features
@@ -162,6 +162,18 @@ def test_builder_splits_and_features(task, data_dir):
   assert features["answer"].dtype == np.int64 and features["level"].dtype == np.int32
   assert str(builder.data_dir).startswith(
       os.path.join(data_dir, "chain_arithmetic", builder.builder_config.name))
+
+
+def test_data_from_an_older_generator_is_not_read(tmp_path):
+  """Data prepared under another builder version (older generator code) stays where it is
+  and is not loaded: today's generator prepares its own folder beside it."""
+  data = str(tmp_path)
+  builder = tasks.prepare(data, LEVELS, COUNTS, SEED)
+  config_dir = os.path.dirname(builder.data_dir)
+  os.rename(builder.data_dir, os.path.join(config_dir, "1.0.0"))
+  again = tasks.prepare(data, LEVELS, COUNTS, SEED)
+  assert again.data_dir == builder.data_dir
+  assert sorted(os.listdir(config_dir)) == ["1.0.0", "1.1.0"]
 
 
 def test_prepare_is_idempotent(task, data_dir):

@@ -1,6 +1,6 @@
 """TFDS builder for the chain-arithmetic task (the stand-in for MATH, paper §5.1).
 
-Prepared into `<data_dir>/chain_arithmetic/<config name>/1.0.0`, one config per levels,
+Prepared into `<data_dir>/chain_arithmetic/<config name>/1.1.0`, one config per levels,
 counts and seed (`generated.tfds_builder.LevelsConfig`); examples come from
 `arithmetic.generate` and nothing is downloaded.
 """

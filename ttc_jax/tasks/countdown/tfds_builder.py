@@ -1,6 +1,6 @@
 """TFDS builder for the countdown task (issue 18, item 2).
 
-Prepared into `<data_dir>/countdown/<config name>/1.0.0`, one config per levels, counts and
+Prepared into `<data_dir>/countdown/<config name>/1.1.0`, one config per levels, counts and
 seed (`generated.tfds_builder.LevelsConfig`); examples come from `problems.generate`, the
 stored `answer` is the target, and nothing is downloaded.
 """

@@ -30,7 +30,7 @@ if TYPE_CHECKING:
   import seqio
   import tensorflow_datasets as tfds
 
-TFDS_VERSION = "1.0.0"
+TFDS_VERSION = "1.1.0"  # GeneratedBuilder.VERSION
 # ---------------------------------------------------------------- TensorFlow set-up
 
 

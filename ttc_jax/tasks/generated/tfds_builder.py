@@ -2,7 +2,7 @@
 
 A `LevelsConfig` fixes the difficulty levels, the examples per level of every split and the
 seed; its name is a hash of those values, so different settings are prepared into different
-data-dir folders (`<data_dir>/<task>/<config name>/1.0.0`). A task's builder subclasses
+data-dir folders (`<data_dir>/<task>/<config name>/<VERSION>`). A task's builder subclasses
 `GeneratedBuilder` with its difficulty class and generator; nothing is downloaded.
 """
 
@@ -62,8 +62,13 @@ class GeneratedBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
   class), `generate(levels, split, n, seed)` and `code_path` (its own file), and
   `stored_answer(problem)` where the integer stored as `answer` is not `problem.answer`."""
 
-  VERSION = tfds.core.Version("1.0.0")
-  RELEASE_NOTES = {"1.0.0": "Initial release."}
+  # The version names what the generator writes (the settings name the config): a change
+  # to the generator bumps it, so data prepared by older code is never read as today's.
+  VERSION = tfds.core.Version("1.1.0")
+  RELEASE_NOTES = {
+      "1.0.0": "Initial release.",
+      "1.1.0": "Validation and test questions are distinct within their split.",
+  }
   difficulty: type
   generate: Callable
 
