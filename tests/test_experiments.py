@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 from ttc_jax.training import prm_labels
 
@@ -21,6 +22,7 @@ def _run(*args):
   return proc, json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow  # a research script, not the library: two subprocesses, about a minute
 def test_prm_levers_labels_then_train(_test_config_job, tmp_path):
   workdir = str(tmp_path / "workdir")
   shutil.copytree(_test_config_job[0], workdir)

@@ -172,6 +172,35 @@ def test_step_stop_at_any_of_several_step_ids():
     assert not bool(st.done.any())  # a step stop is no EOS: the rows go on
 
 
+def test_logprobs_only_on_request():
+  """Each token's log-prob under the unscaled logits, 0 after the row's end; None by default."""
+  logits = np.log(np.asarray([0.0, 0.1, 0.2, 0.0, 0.3, 0.4, 0.0, 0.0], np.float32) + 1e-30)
+  sampler = testing.stub_sampler(eos_id=2, step_id=3)
+  params = {"logits": jnp.asarray(logits)}
+  _, plain = sampler.sample(params, [[1], [1, 5]], jax.random.key(0), max_len=12,
+                            temperature=0.7)
+  assert plain.logprobs is None
+  _, out = sampler.sample(params, [[1], [1, 5]], jax.random.key(0), max_len=12,
+                          temperature=0.7, logprobs=True)
+  np.testing.assert_array_equal(out.tokens, plain.tokens)  # the same draws
+  want = np.log(np.asarray([0.0, 0.1, 0.2, 0.0, 0.3, 0.4, 0.0, 0.0]) + 1e-30)
+  toks, lp = np.asarray(out.tokens), np.asarray(out.logprobs)
+  for r in range(2):
+    n = int(out.lengths[r])
+    np.testing.assert_allclose(lp[r, :n], want[toks[r, :n]], rtol=1e-5)
+    assert (lp[r, n:] == 0).all()
+
+
+def test_sample_keeps_only_real_rows(tiny):
+  """Three prompts pad to a batch of four; the padding row never comes back."""
+  cfg, graphdef, state, tok, sampler = tiny
+  prompts = [tok.encode(q, bos=True) for q in ("Q:1+2\n", "Q:3+4\n", "Q:5+6\n")]
+  st, out = sampler.sample(state, prompts, jax.random.key(0), num_samples=1, max_len=20)
+  assert st.tokens.shape[0] == out.tokens.shape[0] == 3
+  st, out = sampler.sample(state, prompts[:2], jax.random.key(0), num_samples=2, max_len=20)
+  assert st.tokens.shape[0] == out.tokens.shape[0] == 4
+
+
 def test_check_tokenizer(tiny):
   _, _, _, tok, sampler = tiny
   assert sampler.step_ids == tok.step_ids("\n")

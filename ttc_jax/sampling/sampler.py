@@ -56,9 +56,12 @@ class Samples:
   """One `decode` call's new tokens per row (PAD after each row's end)."""
 
   tokens: jax.Array    # [B, max_new_tokens] int32
-  logprobs: jax.Array  # [B, max_new_tokens] float32, model log-prob of each token
   lengths: jax.Array   # [B] int32, tokens generated in this call
   stopped: jax.Array   # [B] bool, ended on its stop token (not on a length limit)
+  # [B, max_new_tokens] float32 model log-prob of each token (of the unscaled logits; 0
+  # after a row's end) with `logprobs=True`; None otherwise (a vocabulary-wide
+  # log-softmax per token that no search or evaluation reads).
+  logprobs: jax.Array | None = None
 
 
 def sample_logits(rng: jax.Array, logits: jax.Array, temperature: jax.Array,
@@ -205,14 +208,17 @@ class Sampler:
                        logits=last.astype(jnp.float32), cache=cache,
                        done=jnp.zeros((b,), bool))
 
-  @functools.partial(jax.jit, static_argnames=("self", "max_new_tokens", "stop", "top_k"))
+  @functools.partial(jax.jit, static_argnames=("self", "max_new_tokens", "stop", "top_k",
+                                                "logprobs"))
   def decode(self, params, state: DecodeState, rng: jax.Array, *, max_new_tokens: int,
              stop: str = "step", temperature: float | jax.Array = 1.0, top_k: int = 0,
-             top_p: float | jax.Array = 1.0) -> tuple[DecodeState, Samples]:
+             top_p: float | jax.Array = 1.0, logprobs: bool = False
+             ) -> tuple[DecodeState, Samples]:
     """Generates up to `max_new_tokens` per row; rows stop independently.
 
     `stop='step'` ends a row at the step delimiter or EOS, `'eos'` at EOS only,
     `'none'` only at the length limits. Rows already `done` are left unchanged.
+    `logprobs=True` also returns each token's log-prob.
     """
     if stop not in STOP_MODES:
       raise ValueError(f"stop={stop!r}; choose one of {STOP_MODES}.")
@@ -220,7 +226,7 @@ class Sampler:
     temperature = jnp.asarray(temperature, jnp.float32)
     top_p = jnp.asarray(top_p, jnp.float32)
     out_tok = jnp.full((b, max_new_tokens), self.pad_id, jnp.int32)
-    out_lp = jnp.zeros((b, max_new_tokens), jnp.float32)
+    out_lp = jnp.zeros((b, max_new_tokens if logprobs else 0), jnp.float32)
     idle = state.done | (state.positions >= max_len)
 
     def cond(c):
@@ -233,9 +239,10 @@ class Sampler:
       tok = sample_logits(key, st.logits, temperature, top_k, top_p)
       active = ~halted
       tok = jnp.where(active, tok, self.pad_id)
-      lp = jnp.take_along_axis(jax.nn.log_softmax(st.logits), tok[:, None], axis=1)[:, 0]
       out_tok = out_tok.at[:, i].set(tok)
-      out_lp = out_lp.at[:, i].set(jnp.where(active, lp, 0.0))
+      if logprobs:
+        lp = jnp.take_along_axis(jax.nn.log_softmax(st.logits), tok[:, None], axis=1)[:, 0]
+        out_lp = out_lp.at[:, i].set(jnp.where(active, lp, 0.0))
       # Halted rows write PAD into their next free slot, which stays masked.
       pos = jnp.minimum(st.positions, max_len - 1)
       rows = jnp.arange(b)
@@ -258,21 +265,23 @@ class Sampler:
     init = (jnp.int32(0), state, idle, jnp.zeros((b,), bool), out_tok, out_lp, rng)
     _, st, _, stopped, out_tok, out_lp, _ = jax.lax.while_loop(cond, body, init)
     lengths = st.positions - state.positions
-    return st, Samples(tokens=out_tok, logprobs=out_lp, lengths=lengths, stopped=stopped)
+    return st, Samples(tokens=out_tok, lengths=lengths, stopped=stopped,
+                       logprobs=out_lp if logprobs else None)
 
   # ---- convenience ----
 
   def sample(self, params, prompts: Sequence[Sequence[int]], rng: jax.Array, *,
              num_samples: int = 1, max_len: int | None = None, max_new_tokens: int | None = None,
              stop: str = "eos", temperature: float = 1.0, top_k: int = 0,
-             top_p: float = 1.0, mesh: Mesh | None = None) -> tuple[DecodeState, Samples]:
+             top_p: float = 1.0, mesh: Mesh | None = None, logprobs: bool = False
+             ) -> tuple[DecodeState, Samples]:
     """Samples `num_samples` continuations of each prompt.
 
     Each prompt is prefilled once and its cache broadcast to its samples; rows
     come out prompt-major (`row = prompt * num_samples + sample`), with the
-    dummy rows of batch padding removed. With a `mesh`, prompts (and so their
-    samples) are sharded over its `data` axis; `params` should already be
-    placed with `parallel.mesh.shard_params`.
+    dummy rows of batch padding removed (no copy when there are none). With a
+    `mesh`, prompts (and so their samples) are sharded over its `data` axis;
+    `params` should already be placed with `parallel.mesh.shard_params`.
     """
     if stop not in STOP_MODES:
       raise ValueError(f"stop={stop!r}; choose one of {STOP_MODES}.")
@@ -288,6 +297,10 @@ class Sampler:
     state = self.prefill(params, toks, lens, max_len)
     state = state.gather(jnp.repeat(jnp.arange(toks.shape[0]), num_samples))
     state, samples = self.decode(params, state, rng, max_new_tokens=max_new_tokens,
-                                 stop=stop, temperature=temperature, top_k=top_k, top_p=top_p)
-    keep = jnp.arange(len(prompts) * num_samples)
+                                 stop=stop, temperature=temperature, top_k=top_k, top_p=top_p,
+                                 logprobs=logprobs)
+    rows = len(prompts) * num_samples
+    if rows == state.tokens.shape[0]:  # no padding rows: the cache stays where it is
+      return state, samples
+    keep = jnp.arange(rows)
     return state.gather(keep), jax.tree.map(lambda x: x[keep], samples)
