@@ -27,7 +27,6 @@ import runpy
 import time
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import optax
 
