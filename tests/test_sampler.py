@@ -10,7 +10,7 @@ import pytest
 from ttc_jax import testing
 from ttc_jax.compilation import count_compilations
 from ttc_jax.models import transformer
-from ttc_jax.sampling.sampler import sample_logits
+from ttc_jax.sampling.sampler import row_keys, sample_logits
 
 
 @pytest.fixture(scope="module")
@@ -199,6 +199,22 @@ def test_sample_keeps_only_real_rows(tiny):
   assert st.tokens.shape[0] == out.tokens.shape[0] == 3
   st, out = sampler.sample(state, prompts[:2], jax.random.key(0), num_samples=2, max_len=20)
   assert st.tokens.shape[0] == out.tokens.shape[0] == 4
+
+
+def test_row_keys_make_each_row_independent_of_its_batch(tiny):
+  """With one key per row, a row samples the same tokens in any batch, at any index."""
+  _, _, state, tok, sampler = tiny
+  prompts = [tok.encode("Q:1+2\n", bos=True)] * 4
+  toks, lens = sampler.pad_prompts(prompts, 24)
+  st = sampler.prefill(state, jnp.asarray(toks), jnp.asarray(lens), 24)
+  keys = row_keys(jax.random.key(0), jnp.arange(4))
+  decode = lambda s, k: sampler.decode(state, s, k, max_new_tokens=12, stop="eos")[1].tokens
+  out = np.asarray(decode(st, keys))
+  order = jnp.array([2, 0])  # two of the rows, swapped, in a batch of two
+  np.testing.assert_array_equal(decode(st.gather(order), keys[order]), out[np.asarray(order)])
+  assert len({tuple(r) for r in out}) > 1  # one prompt, yet rows differ: a key per row
+  with pytest.raises(ValueError, match="decode got 2 row keys for 4 rows"):
+    decode(st, keys[:2])
 
 
 def test_check_tokenizer(tiny):

@@ -12,7 +12,7 @@ from ttc_jax import testing
 from ttc_jax.compilation import count_compilations
 from ttc_jax.models import reward
 from ttc_jax.sampling.sampler import Sampler
-from ttc_jax.search import base, selection
+from ttc_jax.search import base, beam, selection
 from ttc_jax.tasks import chain_arithmetic
 from ttc_jax.tokenizers.char import CharTokenizer
 
@@ -28,11 +28,11 @@ def _id(c: str) -> int:
   return TOK.encode(c)[0]
 
 
-def _script_table(length: int = 16) -> np.ndarray:
+def _script_table(length: int = 16, first_nine: float = .5) -> np.ndarray:
   """Next-token log-probs by position: solutions `d\\n` `A:d` (EOS | `\\n` `A:d` EOS).
 
   Row `p` is the distribution of the token at position p + 1 (prompts have 2
-  tokens). First-step digits are 1 or 9 (even odds); answer digits 1 (p=.7) or
+  tokens). First-step digits are 9 (p=`first_nine`) or 1; answer digits 1 (p=.7) or
   9 (p=.3); half the solutions end after the second step, half after the third.
   """
   table = np.full((length, TOK.vocab_size), NEG, np.float32)
@@ -41,7 +41,7 @@ def _script_table(length: int = 16) -> np.ndarray:
     for c, p in probs.items():
       table[pos, TOK.eos_id if c == "EOS" else _id(c)] = np.log(p)
 
-  put(1, {"1": .5, "9": .5})
+  put(1, {"1": 1. - first_nine, "9": first_nine})
   put(2, {"\n": 1.})
   put(3, {"A": 1.}), put(4, {":": 1.}), put(5, {"1": .7, "9": .3})
   put(6, {"EOS": .5, "\n": .5})
@@ -62,10 +62,11 @@ def _script_cache(batch, max_len):
   return jnp.zeros((batch,), jnp.float32)
 
 
-def script_policy() -> base.Policy:
+def script_policy(first_nine: float = .5) -> base.Policy:
   sampler = Sampler(apply_fn=_script_apply, init_cache=_script_cache, eos_id=TOK.eos_id,
                     step_ids=TOK.step_ids(TASK.step_delimiter), pad_id=TOK.pad_id, context_len=16)
-  return base.Policy(sampler, {"table": jnp.asarray(_script_table())}, TOK, TASK)
+  return base.Policy(sampler, {"table": jnp.asarray(_script_table(first_nine=first_nine))}, TOK,
+                     TASK)
 
 
 class DigitVerifier(base.Verifier):
@@ -250,7 +251,6 @@ def test_beam_on_tiny_model_scores_incrementally_and_compiles_once(tiny):
 
 
 def test_beam_pool_keeps_finished_and_leaves_their_share_idle():
-  from ttc_jax.search import beam  # pylint: disable=g-import-not-at-top
   alive = jnp.array([1, 1, 1, 1, 1, 1, 1, 0], bool)
   finished = jnp.array([0, 1, 0, 0, 1, 0, 0, 0], bool)
   scores = jnp.array([.1, .9, .8, .3, .2, .8, .5, .99], jnp.float32)
@@ -300,8 +300,10 @@ def test_lookahead_scores_each_step_at_the_end_of_a_greedy_rollout():
 
 def test_dvts_keeps_the_best_of_each_subtree():
   n, m = 16, 4
-  res = base.get("dvts")(SCRIPT_PROMPTS, script_policy(), DigitVerifier(), n, SCRIPT_CONFIG,
-                         jax.random.key(0))
+  # First steps are 9 with p=.9, so a subtree of 4 draws no 9 with p=1e-4 (at even odds,
+  # 1/16: the test would hold for some keys only).
+  res = base.get("dvts")(SCRIPT_PROMPTS, script_policy(first_nine=.9), DigitVerifier(), n,
+                         SCRIPT_CONFIG, jax.random.key(0))
   for q in range(2):
     steps = _steps(res, q)
     assert len(res.texts[q]) == n // m  # one final candidate per subtree
@@ -424,27 +426,89 @@ def test_same_results_on_one_and_eight_devices(name, overrides, data, model):
 
 def test_sharded_rows_keep_each_problem_on_one_device():
   from ttc_jax.parallel import mesh as mesh_lib  # pylint: disable=g-import-not-at-top
-  from ttc_jax.search import beam  # pylint: disable=g-import-not-at-top
   mesh = mesh_lib.make_mesh(data=4, model=2)
   x = mesh_lib.shard_batch(jnp.arange(4 * 8 * 3).reshape(32, 3), mesh)
   src = jnp.tile(jnp.array([7, 7, 0, 1, 2, 3, 4, 5]), (4, 1))
-  out = jax.jit(lambda x, s: beam.gather_rows(x, s, 8))(x, src)
+  out = jax.jit(beam.take_rows)(x, src)
   assert out.sharding.spec[0] == "data"  # stays sharded by problem
   expect = np.asarray(x).reshape(4, 8, 3)[:, [7, 7, 0, 1, 2, 3, 4, 5]].reshape(32, 3)
   np.testing.assert_array_equal(np.asarray(out), expect)
+  # Compaction takes 2 rows of each device's 8 and puts them back: sharded throughout.
+  idx, valid = jnp.tile(jnp.array([1, 6]), (4, 1)), jnp.ones((4, 2), bool)
+  part = jax.jit(beam.take_rows)(x, idx)
+  back = jax.jit(beam.put_rows)(x, part + 1, idx, valid)
+  assert part.sharding.spec[0] == back.sharding.spec[0] == "data"
+  expect = np.asarray(x).reshape(4, 8, 3).copy()
+  expect[:, [1, 6]] += 1
+  np.testing.assert_array_equal(np.asarray(back), expect.reshape(32, 3))
   # Three problems on a 4-way data axis: padded with copies of the last prompt.
   assert base.pad_problems([[1], [2], [3]], mesh) == [[1], [2], [3], [3]]
 
 
 @pytest.mark.parametrize("name, overrides", STRATEGIES)
-def test_warm_search_compiles_nothing(tiny, name, overrides):
+@pytest.mark.parametrize("compact", [False, True])
+def test_warm_search_compiles_nothing(tiny, name, overrides, compact):
   policy, verifier, prompts = tiny
-  cfg = base.SearchConfig(**{"beam_width": 2, "max_rounds": 4, "max_step_tokens": 8, **overrides})
+  cfg = base.SearchConfig(**{"beam_width": 2, "max_rounds": 4, "max_step_tokens": 8,
+                             "compact_rows": compact, **overrides})
   search, budget = base.get(name), 4 if cfg.beam_width == "sqrt" else 8
   search(prompts, policy, verifier, budget, cfg, jax.random.key(1))
+  # Without compaction every round has one shape, so any key runs warm; with it, a round's
+  # size depends on the draws, and a run that meets only sizes seen before runs warm.
   with count_compilations() as c:
-    search(prompts, policy, verifier, budget, cfg, jax.random.key(2))
+    search(prompts, policy, verifier, budget, cfg, jax.random.key(1 if compact else 2))
   assert c.count == 0
+
+
+def test_compaction_takes_expanding_rows_within_groups_and_puts_back_only_those():
+  # Two groups (devices) of 4 rows; group 0 expands rows 0 and 2, group 1 row 5.
+  expand = jnp.array([1, 0, 1, 0, 0, 1, 0, 0], bool)
+  assert beam.compact_size(expand, groups=2) == 2
+  assert beam.compact_size(jnp.ones((64,), bool).at[0].set(False), groups=1) == 64
+  assert beam.compact_size(jnp.zeros((64,), bool).at[:9].set(True), groups=1) == 16  # 8 | size
+  idx, valid = beam.active_rows(expand, groups=2, size=3)
+  np.testing.assert_array_equal(idx, [[0, 2, 0], [1, 0, 0]])  # in-group indices, then filler
+  np.testing.assert_array_equal(valid, [[1, 1, 0], [1, 0, 0]])
+  x = jnp.arange(8) * 10
+  part = beam.take_rows(x, idx)
+  np.testing.assert_array_equal(part, [0, 20, 0, 50, 40, 40])
+  # Filler copies row 0 of its group; put back, it must not undo row 0's new value.
+  out = beam.put_rows(x, part + jnp.where(valid.reshape(-1), 1, 0), idx, valid)
+  np.testing.assert_array_equal(out, [1, 10, 21, 30, 40, 51, 60, 70])
+
+
+class SlotCountingVerifier(DigitVerifier):
+  """DigitVerifier that records the rows of each `extend` call."""
+
+  def __init__(self):
+    super().__init__()
+    self.rows = []
+
+  def extend(self, score_state, new_tokens, new_lengths):
+    self.rows.append(new_tokens.shape[0])
+    return super().extend(score_state, new_tokens, new_lengths)
+
+
+@pytest.mark.parametrize("name, overrides", [("beam", {}), ("lookahead", {"lookahead": 1}),
+                                             ("dvts", {})])
+def test_compacted_rounds_find_and_count_the_same_as_full_ones(name, overrides):
+  # Half the scripted solutions end after two steps: later rounds have idle rows.
+  n = 16
+  runs = {}
+  for compact in (False, True):
+    verifier = SlotCountingVerifier()
+    cfg = dataclasses.replace(SCRIPT_CONFIG, compact_rows=compact, **overrides)
+    runs[compact] = (base.get(name)(SCRIPT_PROMPTS, script_policy(), verifier, n, cfg,
+                                    jax.random.key(3)), verifier.rows)
+  (full, full_rows), (compacted, compacted_rows) = runs[False], runs[True]
+  assert len(set(full_rows)) == 1  # every round on every row
+  assert min(compacted_rows) < full_rows[0]  # some rounds on fewer
+  # Each row draws from its own key, so the rows it runs on change nothing.
+  assert compacted.texts == full.texts and compacted.selected == full.selected
+  for field in ("samples", "generated_tokens", "verifier_tokens", "budget_used"):
+    np.testing.assert_array_equal(getattr(compacted, field), getattr(full, field))
+  for a, b in zip(compacted.step_scores, full.step_scores):
+    np.testing.assert_array_equal(a, b)
 
 
 def test_custom_strategy_runs_through_the_sweep_code(tmp_path, tiny):

@@ -70,7 +70,8 @@ def sample_logits(rng: jax.Array, logits: jax.Array, temperature: jax.Array,
 
   Greedy and nucleus filtering sit behind `lax.cond`, so a greedy or `top_p=1`
   call pays for neither the vocabulary sort nor the draw; the draw is by inverse
-  CDF with one uniform per row.
+  CDF with one uniform per row. `rng` is one key, or one key per row (`[B]`, see
+  `row_keys`): then a row's draw depends on its own key only, not on its batch.
   """
   logits = logits.astype(jnp.float32)
   neg = jnp.finfo(jnp.float32).min
@@ -90,11 +91,25 @@ def sample_logits(rng: jax.Array, logits: jax.Array, temperature: jax.Array,
       x = jnp.where(x < kth, neg, x)
     x = jax.lax.cond(top_p < 1.0, nucleus, lambda y: y, x)
     cdf = jnp.cumsum(jax.nn.softmax(x, axis=-1), axis=-1)
-    u = jax.random.uniform(rng, cdf.shape[:-1] + (1,), jnp.float32)
+    if per_row_keys(rng):
+      u = jax.vmap(lambda k: jax.random.uniform(k, (1,), jnp.float32))(rng)
+    else:
+      u = jax.random.uniform(rng, cdf.shape[:-1] + (1,), jnp.float32)
     return jnp.argmax(cdf > u * cdf[..., -1:], axis=-1)
 
   greedy = lambda x: jnp.argmax(x, axis=-1)
   return jax.lax.cond(temperature <= 0, greedy, draw, logits).astype(jnp.int32)
+
+
+def per_row_keys(rng: jax.Array) -> bool:
+  """Whether `rng` is a batch of typed keys, one per row (`jax.random.key` arrays of rank 1)."""
+  return jax.dtypes.issubdtype(rng.dtype, jax.dtypes.prng_key) and rng.ndim == 1
+
+
+def row_keys(rng: jax.Array, rows: jax.Array) -> jax.Array:
+  """One key per row, `rng` folded with each row's id: draws that do not depend on the batch
+  layout, so a row samples the same tokens wherever it sits (tree search compacts rows)."""
+  return jax.vmap(jax.random.fold_in, (None, 0))(rng, rows)
 
 
 def pad_with_copies(rows: list, size: int, mesh: Mesh | None = None) -> list:
@@ -218,7 +233,8 @@ class Sampler:
 
     `stop='step'` ends a row at the step delimiter or EOS, `'eos'` at EOS only,
     `'none'` only at the length limits. Rows already `done` are left unchanged.
-    `logprobs=True` also returns each token's log-prob.
+    `logprobs=True` also returns each token's log-prob. `rng` is one key or one per row
+    (`row_keys`; token i of a row then draws from its key folded with i).
     """
     if stop not in STOP_MODES:
       raise ValueError(f"stop={stop!r}; choose one of {STOP_MODES}.")
@@ -228,6 +244,10 @@ class Sampler:
     out_tok = jnp.full((b, max_new_tokens), self.pad_id, jnp.int32)
     out_lp = jnp.zeros((b, max_new_tokens if logprobs else 0), jnp.float32)
     idle = state.done | (state.positions >= max_len)
+    per_row = per_row_keys(rng)
+    if per_row and rng.shape != (b,):
+      raise ValueError(f"decode got {rng.shape[0]} row keys for {b} rows; pass one key, or one "
+                       f"per row (sampler.row_keys).")
 
     def cond(c):
       i, _, halted, *_ = c
@@ -235,7 +255,10 @@ class Sampler:
 
     def body(c):
       i, st, halted, stopped, out_tok, out_lp, rng = c
-      rng, key = jax.random.split(rng)
+      if per_row:
+        key = jax.vmap(jax.random.fold_in, (0, None))(rng, i)
+      else:
+        rng, key = jax.random.split(rng)
       tok = sample_logits(key, st.logits, temperature, top_k, top_p)
       active = ~halted
       tok = jnp.where(active, tok, self.pad_id)

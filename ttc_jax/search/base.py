@@ -119,6 +119,10 @@ class SearchConfig:
       rollout steps whose end scores the current step.
     mesh: problems (each with all its samples/beams) shard over this mesh's
       `data` axis; None runs on the default device.
+    compact_rows: tree search decodes and scores only the rows that expand in a round
+      (rounded up to an eighth of the rows; docs/design.md, "Tree search without idle
+      rows"). It compiles a shape per size a run meets; False keeps every round at the
+      full batch (one shape, idle rows computed).
   """
 
   temperature: float = 1.0
@@ -131,6 +135,7 @@ class SearchConfig:
   max_step_tokens: int = 32
   lookahead: int = 1
   mesh: Mesh | None = None
+  compact_rows: bool = True
 
 
 @dataclasses.dataclass

@@ -17,9 +17,11 @@ policy decodes one step per expanding row from the kept `DecodeState`
 and one update records scores and counts, picks the next pool and gathers the
 parents' caches into their children's rows (select), never re-encoding. All
 problems share one batch of N * num_problems rows (problem-major, a problem's
-rows contiguous), so every round runs the same compiled shapes, and with a mesh
-the rows shard over `data` with each problem's beams on one device; the gather
-is batched over problems, so it moves no rows between devices.
+rows contiguous); with a mesh the rows shard over `data` with each problem's
+beams on one device, and the gather is batched over problems, so it moves no
+rows between devices. Expand and score run on the expanding rows only, compacted
+within each device's rows (docs/design.md, "Tree search without idle rows"); each
+row draws from its own key, so compaction changes no result.
 
 Budget (docs/design.md, "Budget fairness"): a *generation* is one row decoding one
 step; every round spends at most N generations per problem. A beam that ends
@@ -52,6 +54,7 @@ from flax import struct
 
 from ttc_jax.models import reward
 from ttc_jax.parallel import mesh as mesh_lib
+from ttc_jax.sampling import sampler as sampler_lib
 from ttc_jax.search import base
 
 # pool(m, alive, finished, scores) for one problem's rows [N] -> (src, alive, finished, expand).
@@ -143,13 +146,56 @@ def _rows(x: jax.Array, n: int) -> jax.Array:
   return x.reshape(x.shape[0] // n, n, *x.shape[1:])
 
 
-def gather_rows(tree: Any, src: jax.Array, n: int) -> Any:
-  """Row `src[q, j]` of problem q into row j of problem q, for every batch-major leaf.
+def take_rows(tree: Any, idx: jax.Array) -> Any:
+  """Rows `idx[g, j]` of group g of every batch-major leaf, `[G * K, ...]` for `idx` `[G, K]`.
 
-  Batched over problems (vmap), so with rows sharded by problem no row crosses devices.
+  The batch splits into G equal, contiguous groups (problems, or a device's rows), and
+  the take is batched over groups (vmap): with rows sharded by group, none crosses devices.
   """
   take = jax.vmap(lambda x, i: jnp.take(x, i, axis=0))
-  return jax.tree.map(lambda x: take(_rows(x, n), src).reshape(x.shape), tree)
+  return jax.tree.map(lambda x: take(_rows(x, x.shape[0] // idx.shape[0]), idx).reshape(
+      -1, *x.shape[1:]), tree)
+
+
+def put_rows(tree: Any, part: Any, idx: jax.Array, valid: jax.Array) -> Any:
+  """The inverse of `take_rows`: row j of group g of `part` back into row `idx[g, j]` of
+  `tree`, where `valid[g, j]`; the rest of `tree` is unchanged."""
+  def put(x, y):
+    n = x.shape[0] // idx.shape[0]
+    at = jnp.where(valid, idx, n)  # out of range: dropped
+    return jax.vmap(lambda a, i, b: a.at[i].set(b, mode="drop"))(
+        _rows(x, n), at, _rows(y, idx.shape[1])).reshape(x.shape)
+  return jax.tree.map(put, tree, part)
+
+
+# ---- row compaction (docs/design.md, "Tree search without idle rows") ----
+
+COMPACT_UNITS = 8  # a round runs a multiple of 1/8 of each group's rows
+
+
+def compact_size(expand: jax.Array, groups: int) -> int:
+  """Rows per group the round decodes: the most expanding rows of any group, rounded up
+  to a multiple of 1/COMPACT_UNITS of the group (so a run compiles at most that many
+  shapes). A global reduction, so every host of a pod gets the same figure."""
+  per_group = expand.shape[0] // groups
+  unit = max(1, per_group // COMPACT_UNITS)
+  most = int(_most_per_group(expand, groups))
+  return min(per_group, max(unit, -(-most // unit) * unit))
+
+
+@functools.partial(jax.jit, static_argnames=("groups",))
+def _most_per_group(expand: jax.Array, groups: int) -> jax.Array:
+  return expand.reshape(groups, -1).sum(1).max()
+
+
+@functools.partial(jax.jit, static_argnames=("groups", "size"))
+def active_rows(expand: jax.Array, *, groups: int, size: int) -> tuple[jax.Array, jax.Array]:
+  """`(idx, valid)` `[G, size]`: each group's expanding rows first (in row order), then
+  filler (`valid` False) that `take_rows` copies and `put_rows` drops."""
+  ex = expand.reshape(groups, -1)
+  idx = jax.vmap(lambda e: jnp.nonzero(e, size=size, fill_value=0)[0])(ex)
+  valid = jnp.arange(size)[None, :] < ex.sum(1, keepdims=True)
+  return idx.astype(jnp.int32), valid
 
 
 @functools.partial(jax.jit, static_argnames=("tree", "aggregation", "select"))
@@ -180,8 +226,8 @@ def _update(book: Book, counts: Counts, state, score_state, logit: jax.Array,
   scores = reward.aggregate(book.hist, book.num_steps, aggregation, xp=jnp)
   src, alive, finished, expand = jax.vmap(functools.partial(tree.pool, tree.m))(
       _rows(book.alive, n), _rows(book.finished, n), _rows(scores, n))
-  hist, num_steps, state, score_state = gather_rows(
-      (book.hist, book.num_steps, state, score_state), src, n)
+  hist, num_steps, state, score_state = take_rows(  # row src[q, j] of problem q into row j
+      (book.hist, book.num_steps, state, score_state), src)
   book = Book(alive=alive.reshape(-1), finished=finished.reshape(-1), expand=expand.reshape(-1),
               hist=hist, num_steps=num_steps)
   return book, counts, state, score_state
@@ -236,45 +282,92 @@ def tree_search(prompts: Sequence[Sequence[int]], policy: base.Policy, verifier:
     book, counts = mesh_lib.shard_batch((book, counts), config.mesh)
   decode = functools.partial(sampler.decode, policy.params, max_new_tokens=config.max_step_tokens,
                              stop="step", top_k=config.top_k)
+  # Rows compact within groups that never span devices: a device's rows, or all of them.
+  groups = config.mesh.shape["data"] if config.mesh is not None else 1
+  row_ids = jnp.arange(b, dtype=jnp.int32)
 
   for r in range(config.max_rounds):
     key = jax.random.fold_in(rng, r)
-    state, out = decode(state.replace(done=~book.expand), key, temperature=config.temperature,
-                        top_p=config.top_p)
-    before = score_state.positions
-    score_state, logit = verifier.extend(
-        score_state, step_block(out.tokens, out.lengths, config.max_step_tokens), out.lengths)
-    after = score_state.positions
-    extra_gens = extra_tokens = jnp.zeros_like(out.lengths)
-    if tree.lookahead:
-      logit, extra_gens, extra_tokens, after = rollout(
-          decode, verifier, state, score_state, book.expand, tree.lookahead, key,
-          config.max_step_tokens)
+    size = compact_size(book.expand, groups) if config.compact_rows else b // groups
+    if size * groups == b:  # some group expands all its rows: no smaller shape fits
+      state, score_state, out = _expand(decode, verifier, tree, config, state, score_state,
+                                        book.expand, _row_keys(key, row_ids))
+    else:  # only the expanding rows (and filler up to `size`) decode and are scored
+      idx, valid = active_rows(book.expand, groups=groups, size=size)
+      st, sc, ids = _take((state, score_state, row_ids), idx)
+      st, sc, out = _expand(decode, verifier, tree, config, st, sc, valid.reshape(-1),
+                            _row_keys(key, ids))
+      state, score_state, out = _put_back(state, score_state, st, sc, out, idx, valid)
     last = r + 1 == config.max_rounds
     book, counts, state, score_state = _update(
-        book, counts, state, score_state, logit, out.lengths, state.done, extra_gens,
-        extra_tokens, before, after, tree=tree, aggregation=verifier.aggregation, select=not last)
+        book, counts, state, score_state, out.logit, out.lengths, out.ended, out.extra_gens,
+        out.extra_tokens, out.before, out.after, tree=tree, aggregation=verifier.aggregation,
+        select=not last)
     if last or not bool(book.expand.any()):  # a global reduction: fine on every host
       break
 
   return _result(tree, state, book, counts, prompts, policy, verifier, config)
 
 
+@struct.dataclass
+class Round:
+  """What one round's expanding rows produced, per row (0 for rows that did not expand)."""
+
+  logit: jax.Array         # [B] the verifier's logit for the new step (lookahead: rollout end)
+  lengths: jax.Array       # [B] tokens of the new step
+  ended: jax.Array         # [B] the beam ended (EOS / length limit)
+  extra_gens: jax.Array    # [B] lookahead rollout steps
+  extra_tokens: jax.Array  # [B] lookahead rollout tokens
+  before: jax.Array        # [B] the verifier's position before the round ...
+  after: jax.Array         # [B] ... and after its last extend
+
+
+def _expand(decode: Callable, verifier: base.Verifier, tree: Tree, config: base.SearchConfig,
+            state, score_state, expand: jax.Array, keys: jax.Array):
+  """One round on the rows in `expand`: decode a step, score it (after a rollout with
+  lookahead). Returns the new policy and verifier states and the `Round`."""
+  state, out = decode(state.replace(done=~expand), keys, temperature=config.temperature,
+                      top_p=config.top_p)
+  before = score_state.positions
+  score_state, logit = verifier.extend(
+      score_state, step_block(out.tokens, out.lengths, config.max_step_tokens), out.lengths)
+  after = score_state.positions
+  extra_gens = extra_tokens = jnp.zeros_like(out.lengths)
+  if tree.lookahead:
+    logit, extra_gens, extra_tokens, after = rollout(
+        decode, verifier, state, score_state, expand, tree.lookahead, keys,
+        config.max_step_tokens)
+  return state, score_state, Round(logit=logit, lengths=out.lengths, ended=state.done,
+                                   extra_gens=extra_gens, extra_tokens=extra_tokens,
+                                   before=before, after=after)
+
+
+_row_keys = jax.jit(sampler_lib.row_keys)
+_take = jax.jit(take_rows)
+
+
+@functools.partial(jax.jit, donate_argnums=(0, 1))
+def _put_back(state, score_state, st, sc, out: Round, idx: jax.Array, valid: jax.Array):
+  """The compacted rows' states back into the full ones, and their `Round` spread out."""
+  full = jax.tree.map(lambda x: jnp.zeros(state.positions.shape + x.shape[1:], x.dtype), out)
+  return put_rows((state, score_state, full), (st, sc, out), idx, valid)
+
+
 def rollout(decode: Callable, verifier: base.Verifier, state, score_state, expand: jax.Array,
-            k: int, rng: jax.Array, max_step_tokens: int
+            k: int, keys: jax.Array, max_step_tokens: int
             ) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
   """Lookahead (paper §5.2): greedy k-step rollouts of the rows in `expand` that have not ended.
 
   Returns the PRM logit at each rollout's end (the step's own logit where no
   rollout ran), and per row the rollout steps, tokens generated and the verifier's position at
-  the rollout's end.
+  the rollout's end. `keys`: one per row (greedy, so they only fix the compiled form).
   """
   st = state.replace(done=state.done | ~expand)
   sc = score_state
   gens = tokens = jnp.zeros(expand.shape, jnp.int32)
   for j in range(k):
     gens = gens + (~st.done).astype(jnp.int32)
-    st, out = decode(st, jax.random.fold_in(rng, j + 1), temperature=0.0, top_p=1.0)
+    st, out = decode(st, keys, temperature=0.0, top_p=1.0)
     sc, _ = verifier.extend(sc, step_block(out.tokens, out.lengths, max_step_tokens),
                             out.lengths)
     tokens = tokens + out.lengths
