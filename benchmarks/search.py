@@ -77,9 +77,9 @@ def models(workdir: str | None):
     r = run_state.Run.create(config)
     data = data_stage.run(r)
     lm = base_lm.run(r, data)  # restored from the finished run's checkpoints
-    trained = verifiers.train(r, lm, prm_labels.run(r, data, lm))
+    trained = verifiers.train(r, data, lm, prm_labels.run(r, data, lm))
     return (base.Policy(lm.sampler, lm.params, r.tokenizer, r.task),
-            CountingVerifier(*trained.prm), data.test)
+            CountingVerifier(trained.prm.graphdef, trained.prm.state), data.test)
   task = chain_arithmetic.ChainArithmetic(config.task.levels, {}, config.task.seed)  # no data
   tok = CharTokenizer(chain_arithmetic.ALPHABET)
   cfg = transformer.TransformerConfig(vocab_size=tok.vocab_size, **config.model)
