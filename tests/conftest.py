@@ -1,15 +1,24 @@
 """Test set-up: simulate an 8-device mesh on the CPU before jax is imported."""
 
+import atexit
 import os
+import shutil
+import tempfile
 
 os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
                            " --xla_force_host_platform_device_count=8").strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+# One persistent XLA compilation cache per test session, shared by this process and the CLI
+# jobs the tests start (they inherit the environment): a job reuses what earlier jobs
+# compiled. It starts empty every session, so no run reads another run's compilations.
+_XLA_CACHE = tempfile.mkdtemp(prefix="ttc_jax_test_xla_cache_")
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", _XLA_CACHE)
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+atexit.register(shutil.rmtree, _XLA_CACHE, ignore_errors=True)
 
 
-import shutil  # noqa: E402  (after the environment above is set)
-import subprocess  # noqa: E402
+import subprocess  # noqa: E402  (after the environment above is set)
 import sys  # noqa: E402
 
 import pytest  # noqa: E402
