@@ -34,6 +34,7 @@ from ttc_jax import stats
 from ttc_jax.models import reward
 from ttc_jax.pipeline import common, state
 from ttc_jax.pipeline.stages import data as data_stage
+from ttc_jax.pipeline.stages import verifiers
 from ttc_jax.sampling import solutions
 from ttc_jax.tasks import base as tasks
 from ttc_jax.tokenizers import base as tokenizers
@@ -113,9 +114,7 @@ def train(args) -> dict:
     return {"auroc": round(stats.within_group_auroc(s, ok, group), 4),
             "ci": [round(x, 4) for x in ci]}
 
-  arrays = {"tokens": d["tokens"], "step_ends": d["step_ends"],
-            "labels": np.clip(d["labels"], 0.0, 1.0),
-            "label_mask": (d["step_ends"] >= 0).astype(np.float32)}
+  arrays = verifiers.prm_arrays(d)
   batch_fn = batches.epoch_batches(arrays, args.batch_size, r.seed)
   cfg = trainer.TrainConfig(total_steps=args.steps, batch_size=args.batch_size,
                             learning_rate=args.learning_rate,

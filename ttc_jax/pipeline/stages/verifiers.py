@@ -40,11 +40,6 @@ def train(r: state.Run, data: state.Data, lm: state.LM, labels: state.Labels
   fine-tunes the ORM (answer correctness) from the base LM."""
   d = labels.arrays
   ranking = r.settings.prm.ranking_weight
-  prm_arrays = {"tokens": d["tokens"], "step_ends": d["step_ends"],
-                "labels": np.clip(d["labels"], 0.0, 1.0),
-                "label_mask": (d["step_ends"] >= 0).astype(np.float32)}
-  if ranking:  # the pairwise loss compares rows of one question
-    prm_arrays["question"] = d["question_index"]
   last = np.maximum(d["num_steps"] - 1, 0)
   final_pos = np.maximum(d["step_ends"][np.arange(len(last)), last], 0).astype(np.int32)
   orm_arrays = {"tokens": d["tokens"], "final_pos": final_pos,
@@ -59,10 +54,21 @@ def train(r: state.Run, data: state.Data, lm: state.LM, labels: state.Labels
     # With the ranking loss, batches hold whole questions (all their labelled solutions).
     groups = d["question_index"] if ranking else None
     graphdef, params = _train_reward(r, lm, "prm", lambda f: reward.prm_loss(f, ranking),
-                                     prm_arrays, r.settings.prm_train, groups)
+                                     prm_arrays(d, bool(ranking)), r.settings.prm_train, groups)
     prm = search_base.Verifier(graphdef, params, aggregation)
   # The FLOPs accounting charges the PRM's own size per token it encodes (paper §7).
   return state.Verifiers(prm=prm, prm_num_params=num_params(prm.state), orm=orm)
+
+
+def prm_arrays(labels: dict[str, np.ndarray], ranking: bool = False) -> dict[str, np.ndarray]:
+  """The PRM's training arrays (`reward.prm_loss`'s batch) from MC label arrays: soft labels
+  at every step end; with `ranking`, each row's question for the pairwise loss."""
+  out = {"tokens": labels["tokens"], "step_ends": labels["step_ends"],
+         "labels": np.clip(labels["labels"], 0.0, 1.0),
+         "label_mask": (labels["step_ends"] >= 0).astype(np.float32)}
+  if ranking:  # the pairwise loss compares rows of one question
+    out["question"] = labels["question_index"]
+  return out
 
 
 def num_params(params) -> int:
