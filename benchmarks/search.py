@@ -4,8 +4,9 @@ On the demo-size models, side by side in one run at N = 16 and N = 64 over the
 same test questions (paper §5.2):
   * best-of-N weighted: N full samples, one full PRM pass;
   * beam search, M = 4: N rows stepped round by round, PRM scored incrementally;
-  * lookahead search, k = 1, M = 4, with N beams (budget N·(k+1) generations).
-Every strategy is compiled and run once before timing; timed reps alternate
+  * lookahead search, k = 1, M = 4, with N beams (budget N·(k+1) generations);
+beam and lookahead with row compaction (`SearchConfig.compact_rows`: a round decodes and
+scores only its expanding rows) and without it (`_full`). Every strategy is compiled and run once before timing; timed reps alternate
 strategies and the median is kept. Compilations are counted over every timed
 run. The verifier's block padding is measured by counting the slots each
 `extend` call encodes.
@@ -16,16 +17,20 @@ With `--workdir` (a finished `ttc-jax --config=configs/demo.py` run) the trained
 base LM and PRM are restored, so solutions have their real lengths; without it
 both are randomly initialised demo-size models. Prints progress, then one JSON
 line last:
-  beam_over_bon_time_n64 / lookahead_over_bon_time_n64 (and _n16): wall-time ratios;
+  beam_over_bon_time_n64 / lookahead_over_bon_time_n64 (and _n16, and _full without
+    compaction): wall-time ratios;
   verifier_tokens_per_generated_token: beam search at N = 64, verifier tokens
     (real, as SearchResult counts them) / policy tokens generated;
-  verifier_slots_per_generated_token: the same with block padding counted;
-  recompiles_after_warmup: compilations during the timed runs.
+  verifier_slots_per_generated_token: the same with block padding and the rows each
+    `extend` encodes counted (with compaction; _full without);
+  recompiles_after_warmup: compilations during the timed runs (a compacted size not met
+    in the warm-up run compiles once).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import statistics
@@ -109,13 +114,16 @@ def main() -> None:
     by_level.setdefault(p.level, []).append(p)
   picked = [q for group in zip(*by_level.values()) for q in group][:args.problems]
   prompts = [policy.tokenizer.encode(p.prompt, bos=True) for p in picked]
-  cfg = base.SearchConfig(beam_width=4, lookahead=1, max_step_tokens=16)
-  runs = {"bon": ("best_of_n", 1), "beam": ("beam", 1), "lookahead": ("lookahead", 2)}
+  full = base.SearchConfig(beam_width=4, lookahead=1, max_step_tokens=16)
+  compact = dataclasses.replace(full, compact_rows=True)
+  runs = {"bon": ("best_of_n", 1, full), "beam": ("beam", 1, compact),
+          "lookahead": ("lookahead", 2, compact), "beam_full": ("beam", 1, full),
+          "lookahead_full": ("lookahead", 2, full)}
   out: dict[str, float] = {}
   recompiles = 0
   for n in (16, 64):
-    call = {k: (lambda name=name, mult=mult, seed=0: base.get(name)(
-        prompts, policy, verifier, n * mult, cfg, jax.random.key(seed))) for k, (name, mult)
+    call = {k: (lambda name=name, mult=mult, cfg=cfg, seed=0: base.get(name)(
+        prompts, policy, verifier, n * mult, cfg, jax.random.key(seed))) for k, (name, mult, cfg)
         in runs.items()}
     results = {}
     for k, fn in call.items():
@@ -134,8 +142,10 @@ def main() -> None:
         log(f"N={n} rep {rep}: " + "  ".join(f"{k} {times[k][-1]:.2f}s" for k in call))
     recompiles += c.count
     med = {k: statistics.median(v) for k, v in times.items()}
-    out[f"beam_over_bon_time_n{n}"] = round(med["beam"] / med["bon"], 3)
-    out[f"lookahead_over_bon_time_n{n}"] = round(med["lookahead"] / med["bon"], 3)
+    for k in runs:
+      if k != "bon":
+        out[k.replace("_full", "") + f"_over_bon_time_n{n}" + ("_full" if "full" in k else "")] = (
+            round(med[k] / med["bon"], 3))
     for k, r in results.items():
       gen, ver = int(r.generated_tokens.sum()), int(r.verifier_tokens.sum())
       acc = float(np.mean([policy.task.is_correct(s, e) for s, e in zip(r.selected, picked)]))
@@ -152,6 +162,9 @@ def main() -> None:
       "lookahead_over_bon_time_n64": out["lookahead_over_bon_time_n64"],
       "verifier_tokens_per_generated_token": out["beam_verifier_tokens_per_generated_token_n64"],
       "verifier_slots_per_generated_token": out["beam_verifier_slots_per_generated_token_n64"],
+      "beam_over_bon_time_n64_full": out["beam_over_bon_time_n64_full"],
+      "verifier_slots_per_generated_token_full": (
+          out["beam_full_verifier_slots_per_generated_token_n64"]),
       "recompiles_after_warmup": recompiles,
       "models": "trained (" + args.workdir + ")" if args.workdir else "random init",
       "problems": len(picked), "reps": args.reps, **out,

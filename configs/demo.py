@@ -68,7 +68,10 @@ def get_config() -> ml_collections.ConfigDict:
       num_questions=200, budgets=(1, 2, 4, 8, 16, 32, 64),
       strategies=("best_of_n", "beam/beam_width=4", "beam/beam_width=sqrt",
                   "lookahead/lookahead=1", "dvts/beam_width=4"),
-      rows_per_batch=1024, temperature=1.0, max_step_tokens=16, max_rounds=40))
+      rows_per_batch=1024, temperature=1.0, max_step_tokens=16, max_rounds=40,
+      # Tree search on the expanding rows only: off here, where the demo's tiny models
+      # compile a size in more time than compaction saves (README, "Benchmarks").
+      compact_rows=False))
 
   # Revisions (paper §6): training chains from 64 base-LM samples per question, revision
   # SFT, sweep on the search questions (40 per level) so the allocator can pick revisions.

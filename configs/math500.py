@@ -44,7 +44,8 @@ def get_config() -> ml_collections.ConfigDict:
                       prefixes_per_batch=256)  # for the ORM and the label AUROCs
   c.verifier_eval.update(max_n=256, budgets=(4, 16, 64, 256), batch_prompts=16,
                          mc_label_questions=100)
-  c.search.update(num_questions=500, rows_per_batch=2048, max_step_tokens=256, max_rounds=40)
+  c.search.update(num_questions=500, rows_per_batch=2048, max_step_tokens=256, max_rounds=40,
+                  compact_rows=True)
   c.revisions.update(
       num_questions=2000, samples_per_question=64, max_chains_per_question=16,
       data_shard_size=50, context_len=8192, max_attempt_tokens=1024,

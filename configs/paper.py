@@ -50,7 +50,7 @@ def get_config() -> ml_collections.ConfigDict:
       num_questions=500, budgets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
       strategies=("best_of_n", "beam/beam_width=4", "beam/beam_width=sqrt",
                   "lookahead/lookahead=1", "lookahead/lookahead=3", "dvts/beam_width=4"),
-      rows_per_batch=8192, max_step_tokens=32, max_rounds=40)
+      rows_per_batch=8192, max_step_tokens=32, max_rounds=40, compact_rows=True)
 
   c.revisions.update(
       num_questions=12_000, samples_per_question=64, max_chains_per_question=0,

@@ -31,7 +31,7 @@ CASES = {
         "--config.no_such_key: config has no key 'no_such_key'; valid keys there: ['allocator'"),
     "unknown nested key on the CLI": (
         ["--config.search.beams=1"],
-        "config.search has no key 'beams'; valid keys there: ['budgets', 'max_rounds'"),
+        "config.search has no key 'beams'; valid keys there: ['budgets', 'compact_rows', 'max_rounds'"),
     "bad value type": (
         ["--config.seed=abc"], "--config.seed=abc: invalid literal for int()"),
     "bad value": (

@@ -406,7 +406,9 @@ def test_same_results_on_one_and_eight_devices(name, overrides, data, model):
   prm_graphdef, prm_state = reward.create(cfg, seed=4)
   prompts = [tok.encode(f"Q:{a}+{b}", bos=True) + STEP
              for a, b in [(1, 2), (34, 5), (7, 8), (9, 10), (2, 2), (5, 61), (3, 3), (4, 8)]]
-  scfg = base.SearchConfig(**{"beam_width": 2, "max_rounds": 5, "max_step_tokens": 8, **overrides})
+  # Compaction on: it takes rows within each device's share, the path a mesh can break.
+  scfg = base.SearchConfig(**{"beam_width": 2, "max_rounds": 5, "max_step_tokens": 8,
+                              "compact_rows": True, **overrides})
   budget = 4 if scfg.beam_width == "sqrt" else 8
   one = jax.devices()[0]
   ref = base.get(name)(prompts, base.Policy(sampler, jax.device_put(lm_state, one), tok, TASK),

@@ -66,8 +66,8 @@ ADDED_FIELDS = {"policy.checkpoint": "", "policy.param_dtype": "float32",
                 "prm.param_dtype": "float32", "prm.ranking_weight": 0.0,
                 "allocator.large_checkpoint": "",
                 "allocator.large_pretrain_tokens": 0}
-# Bookkeeping that changes no result: never a dependency.
-_EXEMPT = ("log_every", "checkpoint_every", "keep_checkpoints")
+# Bookkeeping, and compute layout, that changes no result: never a dependency.
+_EXEMPT = ("log_every", "checkpoint_every", "keep_checkpoints", "compact_rows")
 # stage -> what it writes besides its `artifacts` files (checkpoints, TensorBoard logs).
 _EXTRA_OUTPUTS = {
     "base_lm": ("checkpoints/base_lm", "tensorboard/base_lm"),

@@ -179,6 +179,7 @@ class SearchSweepConfig:
   temperature: float = 1.0
   max_step_tokens: int = 16
   max_rounds: int = 40
+  compact_rows: bool = False  # SearchConfig.compact_rows; changes no result, only compute
 
   def __post_init__(self):
     if self.num_questions < 1:
@@ -189,7 +190,9 @@ class SearchSweepConfig:
       raise ValueError(f"search.rows_per_batch={self.rows_per_batch} must be >= 1.")
     _positive("search", self, "max_step_tokens", "max_rounds")
     require("search", [("temperature", self.temperature, self.temperature >= 0,
-                        ">= 0 (0 is greedy)")])
+                        ">= 0 (0 is greedy)"),
+                       ("compact_rows", self.compact_rows, isinstance(self.compact_rows, bool),
+                        "True or False")])
     if not self.strategies:
       raise ValueError("search.strategies is empty; name at least one, e.g. 'best_of_n'.")
     for spec in self.strategies:
@@ -209,6 +212,7 @@ class SearchSweepConfig:
   def search_config(self, **overrides: Any) -> search_base.SearchConfig:
     return search_base.SearchConfig(temperature=self.temperature,
                                     max_step_tokens=self.max_step_tokens,
+                                    compact_rows=self.compact_rows,
                                     max_rounds=self.max_rounds, **overrides)
 
 

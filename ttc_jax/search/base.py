@@ -121,8 +121,8 @@ class SearchConfig:
       `data` axis; None runs on the default device.
     compact_rows: tree search decodes and scores only the rows that expand in a round
       (rounded up to an eighth of the rows; docs/design.md, "Tree search without idle
-      rows"). It compiles a shape per size a run meets; False keeps every round at the
-      full batch (one shape, idle rows computed).
+      rows"). It compiles a shape per size a run meets, so it pays where a step costs more
+      than a compile (real models); off, every round runs the full batch (one shape).
   """
 
   temperature: float = 1.0
@@ -135,7 +135,7 @@ class SearchConfig:
   max_step_tokens: int = 32
   lookahead: int = 1
   mesh: Mesh | None = None
-  compact_rows: bool = True
+  compact_rows: bool = False
 
 
 @dataclasses.dataclass
