@@ -103,8 +103,9 @@ def headline(result: Mapping[str, Any]) -> dict[str, Any]:
 
 def search_setup(r: state.Run, examples: Sequence[tasks.Example]) -> str:
   """What a search row's results depend on besides its cell: questions, settings and seed."""
+  # The grid only adds rows, and compaction changes where rows run, not what they draw.
   settings = {k: v for k, v in dataclasses.asdict(r.settings.search).items()
-              if k not in ("budgets", "strategies")}
+              if k not in ("budgets", "strategies", "compact_rows")}
   return tasks.fingerprint(examples)[:12] + "-" + str(zlib.crc32(
       json.dumps([settings, r.seed], sort_keys=True).encode()))
 
