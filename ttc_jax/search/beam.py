@@ -19,9 +19,10 @@ parents' caches into their children's rows (select), never re-encoding. All
 problems share one batch of N * num_problems rows (problem-major, a problem's
 rows contiguous); with a mesh the rows shard over `data` with each problem's
 beams on one device, and the gather is batched over problems, so it moves no
-rows between devices. Expand and score run on the expanding rows only, compacted
-within each device's rows (docs/design.md, "Tree search without idle rows"); each
-row draws from its own key, so compaction changes no result.
+rows between devices. With `config.compact_rows`, expand and score run on the
+expanding rows only, compacted within each device's rows (docs/design.md, "Tree
+search without idle rows"); each row draws from its own key, so compaction changes
+no token drawn.
 
 Budget (docs/design.md, "Budget fairness"): a *generation* is one row decoding one
 step; every round spends at most N generations per problem. A beam that ends
