@@ -139,7 +139,7 @@ def train(args) -> dict:
   return {"labels": args.labels, "label_rows": len(d["tokens"]), "questions": questions,
           "exact_labels": args.exact_labels, "label_mean": round(float(labelled.mean()), 4),
           "binary_labels": bool(np.isin(labelled, (0.0, 1.0)).all()), "init": args.init,
-          "num_params": sum(int(np.size(x)) for x in jax.tree.leaves(params)),
+          "num_params": verifiers.num_params(params),
           "steps": args.steps, "test_rows": len(tokens), "final": history[-1],
           "best": max(history, key=lambda h: h["auroc"]), "seconds": round(time.time() - t)}
 

@@ -465,9 +465,13 @@ def test_warm_search_compiles_nothing(tiny, name, overrides, compact):
 def test_compaction_takes_expanding_rows_within_groups_and_puts_back_only_those():
   # Two groups (devices) of 4 rows; group 0 expands rows 0 and 2, group 1 row 5.
   expand = jnp.array([1, 0, 1, 0, 0, 1, 0, 0], bool)
-  assert beam.compact_size(expand, groups=2) == 2
-  assert beam.compact_size(jnp.ones((64,), bool).at[0].set(False), groups=1) == 64
-  assert beam.compact_size(jnp.zeros((64,), bool).at[:9].set(True), groups=1) == 16  # 8 | size
+  assert beam.most_expanding(expand, groups=2) == 2
+  assert beam.compact_size(beam.most_expanding(expand, groups=2), 4) == 2
+  assert beam.compact_size(beam.most_expanding(jnp.ones((64,), bool).at[0].set(False), 1),
+                           64) == 64
+  assert beam.compact_size(beam.most_expanding(jnp.zeros((64,), bool).at[:9].set(True), 1),
+                           64) == 16  # 8 | size
+  assert beam.most_expanding(jnp.zeros((8,), bool), groups=2) == 0
   idx, valid = beam.active_rows(expand, groups=2, size=3)
   np.testing.assert_array_equal(idx, [[0, 2, 0], [1, 0, 0]])  # in-group indices, then filler
   np.testing.assert_array_equal(valid, [[1, 1, 0], [1, 0, 0]])

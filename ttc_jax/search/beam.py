@@ -105,6 +105,19 @@ class Counts:
   budget_used: jax.Array
 
 
+@struct.dataclass
+class Round:
+  """What one round's expanding rows produced, per row (0 for rows that did not expand)."""
+
+  logit: jax.Array         # [B] the verifier's logit for the new step (lookahead: rollout end)
+  lengths: jax.Array       # [B] tokens of the new step
+  ended: jax.Array         # [B] the beam ended (EOS / length limit)
+  extra_gens: jax.Array    # [B] lookahead rollout steps
+  extra_tokens: jax.Array  # [B] lookahead rollout tokens
+  before: jax.Array        # [B] the verifier's position before the round ...
+  after: jax.Array         # [B] ... and after its last extend
+
+
 # ---- pool rules (one problem's N rows; vmapped over problems) ----
 
 def _sorted_pool(alive, finished, scores):
@@ -174,19 +187,23 @@ def put_rows(tree: Any, part: Any, idx: jax.Array, valid: jax.Array) -> Any:
 COMPACT_UNITS = 8  # a round runs a multiple of 1/8 of each group's rows
 
 
-def compact_size(expand: jax.Array, groups: int) -> int:
-  """Rows per group the round decodes: the most expanding rows of any group, rounded up
-  to a multiple of 1/COMPACT_UNITS of the group (so a run compiles at most that many
-  shapes). A global reduction, so every host of a pod gets the same figure."""
-  per_group = expand.shape[0] // groups
-  unit = max(1, per_group // COMPACT_UNITS)
-  most = int(_most_per_group(expand, groups))
-  return min(per_group, max(unit, -(-most // unit) * unit))
+def most_expanding(expand: jax.Array, groups: int) -> int:
+  """The most rows any group expands in the next round (0: the search is over). A global
+  reduction, so every host of a pod gets the same figure."""
+  return int(_most_per_group(expand, groups))
 
 
 @functools.partial(jax.jit, static_argnames=("groups",))
 def _most_per_group(expand: jax.Array, groups: int) -> jax.Array:
   return expand.reshape(groups, -1).sum(1).max()
+
+
+def compact_size(most: int, per_group: int) -> int:
+  """Rows per group a round decodes when at most `most` of a group's `per_group` rows
+  expand: rounded up to a multiple of 1/COMPACT_UNITS of the group, so a run compiles at
+  most that many shapes."""
+  unit = max(1, per_group // COMPACT_UNITS)
+  return min(per_group, max(unit, -(-most // unit) * unit))
 
 
 @functools.partial(jax.jit, static_argnames=("groups", "size"))
@@ -200,28 +217,26 @@ def active_rows(expand: jax.Array, *, groups: int, size: int) -> tuple[jax.Array
 
 
 @functools.partial(jax.jit, static_argnames=("tree", "aggregation", "select"))
-def _update(book: Book, counts: Counts, state, score_state, logit: jax.Array,
-            lengths: jax.Array, ended: jax.Array, extra_gens: jax.Array,
-            extra_tokens: jax.Array, before: jax.Array, after: jax.Array, *, tree: Tree,
+def _update(book: Book, counts: Counts, state, score_state, out: Round, *, tree: Tree,
             aggregation: str, select: bool):
   """Records a round (scores, counts, finished beams); with `select`, picks and gathers the next pool.
 
-  `before`/`after`: each row's verifier position before the round and after its last
-  extend (the rollout's end with lookahead): the tokens the verifier encoded.
+  `out.before`/`out.after`: each row's verifier position before the round and after its
+  last extend (the rollout's end with lookahead): the tokens the verifier encoded.
   """
   n = tree.n
   per_problem = lambda x: _rows(x, n).sum(1)
-  gens = book.expand.astype(jnp.int32) + extra_gens
+  gens = book.expand.astype(jnp.int32) + out.extra_gens
   counts = Counts(samples=counts.samples + per_problem(gens),
-                  generated=counts.generated + per_problem(lengths + extra_tokens),
-                  verified=counts.verified + per_problem(after - before),
+                  generated=counts.generated + per_problem(out.lengths + out.extra_tokens),
+                  verified=counts.verified + per_problem(out.after - out.before),
                   budget_used=jnp.maximum(counts.budget_used, per_problem(gens)))
   rows = jnp.arange(book.hist.shape[0])
   step = jnp.minimum(book.num_steps, book.hist.shape[1] - 1)
-  hist = book.hist.at[rows, step].set(jnp.where(book.expand, jax.nn.sigmoid(logit),
+  hist = book.hist.at[rows, step].set(jnp.where(book.expand, jax.nn.sigmoid(out.logit),
                                                 book.hist[rows, step]))
   book = book.replace(hist=hist, num_steps=book.num_steps + book.expand,
-                      finished=book.finished | (book.expand & ended))
+                      finished=book.finished | (book.expand & out.ended))
   if not select:
     return book, counts, state, score_state
   scores = reward.aggregate(book.hist, book.num_steps, aggregation, xp=jnp)
@@ -285,12 +300,14 @@ def tree_search(prompts: Sequence[Sequence[int]], policy: base.Policy, verifier:
                              stop="step", top_k=config.top_k)
   # Rows compact within groups that never span devices: a device's rows, or all of them.
   groups = config.mesh.shape["data"] if config.mesh is not None else 1
+  per_group = b // groups
   row_ids = jnp.arange(b, dtype=jnp.int32)
+  most = per_group  # the first round expands every row
 
   for r in range(config.max_rounds):
     key = jax.random.fold_in(rng, r)
-    size = compact_size(book.expand, groups) if config.compact_rows else b // groups
-    if size * groups == b:  # some group expands all its rows: no smaller shape fits
+    size = compact_size(most, per_group) if config.compact_rows else per_group
+    if size == per_group:  # some group expands (nearly) all its rows: no smaller shape fits
       state, score_state, out = _expand(decode, verifier, tree, config, state, score_state,
                                         book.expand, _row_keys(key, row_ids))
     else:  # only the expanding rows (and filler up to `size`) decode and are scored
@@ -301,26 +318,15 @@ def tree_search(prompts: Sequence[Sequence[int]], policy: base.Policy, verifier:
       state, score_state, out = _put_back(state, score_state, st, sc, out, idx, valid)
     last = r + 1 == config.max_rounds
     book, counts, state, score_state = _update(
-        book, counts, state, score_state, out.logit, out.lengths, out.ended, out.extra_gens,
-        out.extra_tokens, out.before, out.after, tree=tree, aggregation=verifier.aggregation,
+        book, counts, state, score_state, out, tree=tree, aggregation=verifier.aggregation,
         select=not last)
-    if last or not bool(book.expand.any()):  # a global reduction: fine on every host
+    if last:
+      break
+    most = most_expanding(book.expand, groups)  # the next round's size, or 0: done
+    if not most:
       break
 
   return _result(tree, state, book, counts, prompts, policy, verifier, config)
-
-
-@struct.dataclass
-class Round:
-  """What one round's expanding rows produced, per row (0 for rows that did not expand)."""
-
-  logit: jax.Array         # [B] the verifier's logit for the new step (lookahead: rollout end)
-  lengths: jax.Array       # [B] tokens of the new step
-  ended: jax.Array         # [B] the beam ended (EOS / length limit)
-  extra_gens: jax.Array    # [B] lookahead rollout steps
-  extra_tokens: jax.Array  # [B] lookahead rollout tokens
-  before: jax.Array        # [B] the verifier's position before the round ...
-  after: jax.Array         # [B] ... and after its last extend
 
 
 def _expand(decode: Callable, verifier: base.Verifier, tree: Tree, config: base.SearchConfig,
