@@ -37,8 +37,9 @@ LARGE_FIELDS = ("d_model", "num_layers", "num_heads", "num_kv_heads", "head_dim"
 def require(section: str, checks: Sequence[tuple[str, Any, bool, str]]) -> None:
   """Raises ValueError on the first `(field, value, ok, what it must be)` that is not ok."""
   for field, value, ok, want in checks:
-    if not ok:
-      raise ValueError(f"{section}.{field}={value!r} is invalid; it must be {want}.")
+    if not ok:  # a section's repr spans lines; the error stays one line
+      shown = " ".join(repr(value).split())
+      raise ValueError(f"{section}.{field}={shown} is invalid; it must be {want}.")
 
 
 def _positive(section: str, obj: Any, *fields: str) -> None:

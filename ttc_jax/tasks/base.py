@@ -108,8 +108,9 @@ def create(section: Mapping[str, Any], data_dir: str) -> Task:
   settings = dict(section)
   module = settings.pop("module", None)
   if module is not None and not isinstance(module, str):
-    raise ValueError(f"config.task.module={module!r} must be a module name (a string), e.g. "
-                     f"'my_tasks.countdown', or '' for none.")
+    # The type, not the value: a section's repr spans lines, and the error must be one line.
+    raise ValueError(f"config.task.module is a {type(module).__name__}; it must be a module "
+                     f"name (a string), e.g. 'my_tasks.countdown', or '' for none.")
   if module:  # a task defined outside the package registers itself on import
     try:
       importlib.import_module(module)
